@@ -1,0 +1,35 @@
+"""vtok: ordered 1D visual tokenizers you can train, measure and use.
+
+import vtok
+tok = vtok.load("default")                 # shipped weights, offline; or a local folder
+tokens = tok.encode(images, num_tokens=k)  # int64 (B, k)
+images = tok.decode(tokens)                # any 1 <= k <= K, float (B, 3, S, S) in [0, 1]
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    ConfigError,
+    ImageError,
+    ModelLoadError,
+    OptionalDependencyError,
+    TokenError,
+    VtokError,
+)
+from .registry import list_tokenizers  # noqa: E402
+from .tokenizer import Tokenizer, create_tokenizer, load, shipped_models  # noqa: E402
+
+__all__ = [
+    "ConfigError",
+    "ImageError",
+    "ModelLoadError",
+    "OptionalDependencyError",
+    "TokenError",
+    "Tokenizer",
+    "VtokError",
+    "__version__",
+    "create_tokenizer",
+    "list_tokenizers",
+    "load",
+    "shipped_models",
+]

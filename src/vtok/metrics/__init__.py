@@ -1,0 +1,5 @@
+"""Quality metrics. Not part of any model's state_dict."""
+
+from .pixel import psnr, ssim
+
+__all__ = ["psnr", "ssim"]

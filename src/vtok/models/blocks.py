@@ -1,0 +1,148 @@
+"""Layers shared by the tokenizer architectures.
+
+Axis letters: B batch, C channels, H/W height/width, G grid side, P = G*G grid positions,
+T sequence length, E transformer width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ConvEncoder", "ConvDecoder", "Transformer", "zigzag_dct_basis"]
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    groups = math.gcd(32, channels)
+    return nn.GroupNorm(groups, channels)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            _group_norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            _group_norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ConvEncoder(nn.Module):
+    """(B, 3, H, W) -> (B, channels[-1], H/f, W/f) with f = patch * 2**(len(channels)-1).
+
+    The first step is a space-to-depth patchify, not a full-resolution convolution: on a CPU
+    the full-resolution layers would cost more than the rest of the model together.
+    """
+
+    def __init__(self, patch: int, channels: Sequence[int], blocks_per_stage: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.PixelUnshuffle(patch), nn.Conv2d(3 * patch * patch, channels[0], 1)]
+        for i, ch in enumerate(channels):
+            layers += [ResBlock(ch) for _ in range(blocks_per_stage)]
+            if i + 1 < len(channels):
+                layers.append(nn.Conv2d(ch, channels[i + 1], 3, stride=2, padding=1))
+        layers += [_group_norm(channels[-1]), nn.SiLU()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`: (B, channels[-1], G, G) -> (B, 3, H, W)."""
+
+    def __init__(self, patch: int, channels: Sequence[int], blocks_per_stage: int):
+        super().__init__()
+        rev = list(channels)[::-1]
+        layers: list[nn.Module] = []
+        for i, ch in enumerate(rev):
+            layers += [ResBlock(ch) for _ in range(blocks_per_stage)]
+            if i + 1 < len(rev):
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, rev[i + 1], 3, padding=1)]
+        layers += [
+            _group_norm(rev[-1]),
+            nn.SiLU(),
+            nn.Conv2d(rev[-1], 3 * patch * patch, 3, padding=1),
+            nn.PixelShuffle(patch),
+        ]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, e = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, e // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, heads, T, E/heads)
+        return self.proj(y.transpose(1, 2).reshape(b, t, e))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    """Pre-norm transformer over (B, T, E), ending in a LayerNorm."""
+
+    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+def zigzag_dct_basis(grid: int, count: int) -> torch.Tensor:
+    """The first `count` orthonormal 2D DCT-II bases of a grid x grid field, lowest frequency
+    first: (count, grid*grid). Rows past grid*grid (more tokens than positions) are zero.
+
+    Used to initialise the linear maps between the feature grid and the 1D token sequence, so
+    that token i starts as the i-th coarsest frequency: an ordering prior without which a
+    TiTok-style model trained from scratch can stall (see docs/design.md).
+    """
+    n = torch.arange(grid, dtype=torch.float64)
+    freqs = torch.arange(grid, dtype=torch.float64)
+    dct = torch.cos(math.pi * (n[None, :] + 0.5) * freqs[:, None] / grid)  # (freq, position)
+    dct[0] *= math.sqrt(1.0 / grid)
+    dct[1:] *= math.sqrt(2.0 / grid)
+    order = sorted(
+        ((u, v) for u in range(grid) for v in range(grid)),
+        key=lambda uv: (uv[0] + uv[1], uv[0] if (uv[0] + uv[1]) % 2 else uv[1]),
+    )
+    basis = torch.zeros(count, grid * grid, dtype=torch.float64)
+    for i, (u, v) in enumerate(order[:count]):
+        basis[i] = torch.outer(dct[u], dct[v]).flatten()
+    return basis.float()

@@ -1,0 +1,87 @@
+"""Named model variants and the factory that builds them.
+
+A variant is an architecture plus config values; ``create_model(name, **overrides)`` builds an
+untrained model. Every architecture has a ``-tiny`` variant for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .errors import ConfigError
+from .models import Grid2DConfig, Grid2DTokenizer, Ordered1DConfig, Ordered1DTokenizer, TokenizerModel
+
+__all__ = ["register_variant", "list_tokenizers", "create_model", "build_model", "variant_config"]
+
+ARCHITECTURES: dict[str, tuple[type, type[TokenizerModel]]] = {
+    "ordered1d": (Ordered1DConfig, Ordered1DTokenizer),
+    "grid2d": (Grid2DConfig, Grid2DTokenizer),
+}
+_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def register_variant(name: str, architecture: str, **values: Any) -> None:
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {architecture!r}")
+    if name in _VARIANTS:
+        raise ConfigError(f"variant {name!r} is already registered")
+    _check_keys(architecture, values)
+    _VARIANTS[name] = (architecture, dict(values))
+
+
+def list_tokenizers() -> list[str]:
+    """Names accepted by :func:`create_model` / ``vtok.create_tokenizer``."""
+    return sorted(_VARIANTS)
+
+
+def variant_config(name: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    """(architecture, full config dict) of a named variant with overrides applied."""
+    if name not in _VARIANTS:
+        raise ConfigError(f"unknown tokenizer {name!r}; choose one of: {', '.join(list_tokenizers())}")
+    architecture, values = _VARIANTS[name]
+    merged = {**values, **overrides}
+    config_cls, _ = ARCHITECTURES[architecture]
+    _check_keys(architecture, merged)
+    return architecture, dataclasses.asdict(config_cls(**merged))
+
+
+def build_model(architecture: str, config: dict[str, Any]) -> TokenizerModel:
+    """Rebuild a model from an architecture name and its full config dict (e.g. a config.json)."""
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    config_cls, model_cls = ARCHITECTURES[architecture]
+    _check_keys(architecture, config)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    try:
+        return model_cls(config_cls(**values))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid {architecture} config: {e}") from e
+
+
+def create_model(name: str, **overrides: Any) -> TokenizerModel:
+    architecture, config = variant_config(name, **overrides)
+    return build_model(architecture, config)
+
+
+def _check_keys(architecture: str, values: dict[str, Any]) -> None:
+    config_cls, _ = ARCHITECTURES[architecture]
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {architecture} config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+
+
+_TINY = dict(image_size=32, patch=4, channels=(16, 32), fsq_levels=(8, 5, 5, 5))
+register_variant(
+    "ordered1d-tiny", "ordered1d", **_TINY, width=32, encoder_depth=1, decoder_depth=1, heads=2, num_tokens=8
+)
+register_variant(
+    "ordered1d-small", "ordered1d", channels=(32, 64, 128), width=192, encoder_depth=2, decoder_depth=2, heads=3
+)
+register_variant("ordered1d-base", "ordered1d")
+register_variant("grid2d-tiny", "grid2d", **_TINY)
+register_variant("grid2d-small", "grid2d", channels=(32, 64, 128))
+register_variant("grid2d-base", "grid2d")

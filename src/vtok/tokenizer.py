@@ -1,0 +1,336 @@
+"""The user-facing tokenizer: preprocessing + model, safe saving and strict loading."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import __version__
+from .errors import ImageError, ModelLoadError, TokenError, VtokError
+from .images import fit_square, load_image, pil_to_tensor, tensor_to_pil, to_rgb
+from .models import TokenizerModel
+from .registry import build_model, create_model
+
+__all__ = ["Tokenizer", "load", "create_tokenizer", "shipped_models", "clean_state_dict", "ImageInput"]
+
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor | Sequence[Any]
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+FORMAT_NAME = "vtok-tokenizer"
+FORMAT_VERSION = 1
+
+
+class Tokenizer:
+    """Turns images into ordered token sequences and any prefix of them back into images.
+
+    Images in: file paths, PIL images, uint8 numpy arrays (H, W[, C]) or float tensors in
+    [0, 1] of shape (3, H, W) / (B, 3, H, W); any size, resized by the documented policy
+    (shorter side to ``image_size``, centre crop). Tokens out: int64 (B, k).
+    """
+
+    def __init__(self, model: TokenizerModel, name: str | None = None):
+        self.model = model.eval()
+        self.name = name or model.architecture
+
+    # -- description -------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @property
+    def num_tokens(self) -> int:
+        """K, the longest sequence this tokenizer makes."""
+        return self.model.num_tokens
+
+    @property
+    def codebook_size(self) -> int:
+        return self.model.codebook_size
+
+    @property
+    def bits_per_token(self) -> float:
+        return math.log2(self.codebook_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def bytes_for(self, num_tokens: int) -> float:
+        """Bytes that `num_tokens` tokens take at log2(codebook size) bits each."""
+        return num_tokens * self.bits_per_token / 8
+
+    def prefix_lengths(self) -> list[int]:
+        """1, 2, 4, ... up to K (K included even when it is not a power of two)."""
+        ks, k = [], 1
+        while k < self.num_tokens:
+            ks.append(k)
+            k *= 2
+        return ks + [self.num_tokens]
+
+    def to(self, device: str | torch.device) -> Tokenizer:
+        self.model.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"Tokenizer(name={self.name!r}, architecture={self.model.architecture!r}, "
+            f"image_size={self.image_size}, num_tokens={self.num_tokens}, codebook_size={self.codebook_size})"
+        )
+
+    # -- images in and out ---------------------------------------------------------------
+    def preprocess(self, images: ImageInput) -> torch.Tensor:
+        """Any supported input -> (B, 3, S, S) float32 in [0, 1] on the model's device."""
+        if isinstance(images, torch.Tensor):
+            batch = self._tensor_batch(images)
+        elif isinstance(images, np.ndarray) and images.ndim == 4:
+            batch = torch.stack([self._one(a) for a in images])
+        elif isinstance(images, (list, tuple)):
+            if not images:
+                raise ImageError("no images given")
+            batch = torch.stack([self._one(item) for item in images])
+        else:
+            batch = self._one(images).unsqueeze(0)
+        return batch.to(self.device)
+
+    def _one(self, item: Any) -> torch.Tensor:
+        if isinstance(item, (str, os.PathLike)):
+            item = load_image(item)
+        if isinstance(item, Image.Image):
+            return pil_to_tensor(fit_square(to_rgb(item), self.image_size))
+        if isinstance(item, np.ndarray):
+            return pil_to_tensor(fit_square(to_rgb(_array_to_pil(item)), self.image_size))
+        if isinstance(item, torch.Tensor):
+            return self._tensor_batch(item)[0]
+        raise ImageError(f"unsupported image input of type {type(item).__name__}")
+
+    def _tensor_batch(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[0] == 0:
+            raise ImageError(f"image tensors must be (3, H, W) or (B, 3, H, W) with B >= 1, got {tuple(x.shape)}")
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        elif not x.is_floating_point():
+            raise ImageError(f"image tensors must be float in [0, 1] or uint8, got {x.dtype}")
+        x = x.detach().float().cpu()
+        if not torch.isfinite(x).all():
+            raise ImageError("image tensor contains NaN or infinity")
+        if x.min() < -1e-3 or x.max() > 1 + 1e-3:
+            raise ImageError(
+                f"image tensor values must lie in [0, 1], got [{x.min():.3g}, {x.max():.3g}] (vtok takes [0, 1], not [-1, 1])"
+            )
+        h, w = x.shape[-2:]
+        s = self.image_size
+        if (h, w) != (s, s):
+            scale = s / min(h, w)
+            nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+            x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+            top, left = (nh - s) // 2, (nw - s) // 2
+            x = x[..., top : top + s, left : left + s]
+        return x.clamp(0, 1)
+
+    # -- tokens ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: ImageInput, num_tokens: int | None = None, batch_size: int = 64) -> torch.Tensor:
+        """Images -> int64 tokens (B, k), k = num_tokens or K. ``encode(x, num_tokens=k)`` is
+        exactly ``encode(x)[:, :k]``: the sequence is ordered, a shorter one is its prefix."""
+        k = self._check_num_tokens(num_tokens)
+        x = self.preprocess(images) * 2 - 1
+        out = [self.model.encode(chunk).indices for chunk in x.split(batch_size)]
+        return torch.cat(out)[:, :k]
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor | Sequence[Any] | np.ndarray, batch_size: int = 64) -> torch.Tensor:
+        """Tokens (B, k) or (k,), any 1 <= k <= K -> images (B, 3, S, S) float32 in [0, 1]."""
+        tokens = self.check_tokens(tokens)
+        out = [self.model.decode(chunk) for chunk in tokens.split(batch_size)]
+        return ((torch.cat(out) + 1) / 2).clamp(0, 1)
+
+    def decode_pil(self, tokens: torch.Tensor | Sequence[Any] | np.ndarray) -> list[Image.Image]:
+        return [tensor_to_pil(x) for x in self.decode(tokens)]
+
+    @torch.no_grad()
+    def reconstruct(self, images: ImageInput, num_tokens: int | None = None) -> torch.Tensor:
+        return self.decode(self.encode(images, num_tokens=num_tokens))
+
+    def check_tokens(self, tokens: Any) -> torch.Tensor:
+        """Validate token ids and return them as an int64 (B, k) tensor on the model's device."""
+        if isinstance(tokens, np.ndarray) or isinstance(tokens, (list, tuple)):
+            try:
+                tokens = torch.as_tensor(np.asarray(tokens))
+            except (TypeError, ValueError) as e:
+                raise TokenError(f"tokens must be a rectangular array of integers ({e})") from e
+        if not isinstance(tokens, torch.Tensor):
+            raise TokenError(f"tokens must be a tensor of integer ids, got {type(tokens).__name__}")
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise TokenError(f"tokens must have an integer dtype, got {tokens.dtype}")
+        if tokens.ndim == 1:
+            tokens = tokens.unsqueeze(0)
+        if tokens.ndim != 2 or tokens.shape[0] == 0:
+            raise TokenError(f"tokens must have shape (B, k) with B >= 1, got {tuple(tokens.shape)}")
+        self._check_num_tokens(tokens.shape[1])
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.codebook_size):
+            raise TokenError(
+                f"token ids must lie in [0, {self.codebook_size}), got [{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        return tokens.long().to(self.device)
+
+    def _check_num_tokens(self, k: int | None) -> int:
+        if k is None:
+            return self.num_tokens
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TokenError(f"num_tokens must be an integer, got {k!r}")
+        if not 1 <= k <= self.num_tokens:
+            raise TokenError(f"num_tokens must be between 1 and {self.num_tokens}, got {k}")
+        return int(k)
+
+    # -- saving and loading ----------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "architecture": self.model.architecture,
+            "config": asdict(self.model.config),
+            "vtok_version": __version__,
+        }
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write model.safetensors and config.json into `folder` (each atomically)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
+        with atomic_path(folder / "model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": FORMAT_NAME})
+        with atomic_path(folder / "config.json") as tmp:
+            tmp.write_text(json.dumps(self.config_dict(), indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> Tokenizer:
+        """A shipped model by name (``vtok.shipped_models()``) or a folder from ``save_pretrained``."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = _resolve(name_or_path)
+        config_path, weights_path = folder / "config.json", folder / "model.safetensors"
+        for p in (config_path, weights_path):
+            if not p.is_file():
+                raise ModelLoadError(
+                    f"{folder}: missing {p.name} (a model folder holds config.json and model.safetensors)"
+                )
+        try:
+            meta = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"{config_path}: not valid JSON ({e})") from e
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            raise ModelLoadError(f"{config_path}: not a vtok tokenizer config")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelLoadError(f"{config_path}: format_version {meta.get('format_version')!r} is not supported")
+        if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("architecture"), str):
+            raise ModelLoadError(f"{config_path}: needs 'architecture' and 'config'")
+        try:
+            model = build_model(meta["architecture"], meta["config"])
+        except VtokError as e:
+            raise ModelLoadError(f"{config_path}: {e}") from e
+        try:
+            state = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelLoadError(f"{weights_path}: unreadable weights ({e})") from e
+        try:
+            model.load_state_dict(clean_state_dict(state), strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise ModelLoadError(
+                f"{weights_path}: weights do not match config.json ({' '.join(first[:3])[:400]})"
+            ) from e
+        return cls(model.to(device), name=meta.get("name") or folder.name)
+
+
+def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the prefixes DistributedDataParallel ('module.') and torch.compile ('_orig_mod.') add."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
+
+
+class atomic_path:
+    """Context manager yielding a temporary path in the same folder, renamed onto `path` on success."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def shipped_models() -> list[str]:
+    """Names of the pretrained models that ship inside the package."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path:
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if isinstance(name_or_path, str) and (WEIGHTS_DIR / name_or_path / "config.json").is_file():
+        return WEIGHTS_DIR / name_or_path
+    raise ModelLoadError(
+        f"{name_or_path}: neither a model folder nor a shipped model (shipped: {', '.join(shipped_models()) or 'none'})"
+    )
+
+
+def _array_to_pil(a: np.ndarray) -> Image.Image:
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or a.size == 0:
+        raise ImageError(f"numpy images must be (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+    if a.dtype == np.uint8:
+        return Image.fromarray(a)
+    if a.dtype == np.uint16:
+        return Image.fromarray((a.astype(np.float64) / 257.0 + 0.5).astype(np.uint8))
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all() or a.min() < -1e-3 or a.max() > 1 + 1e-3:
+            raise ImageError("float numpy images must be finite and lie in [0, 1]")
+        return Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8))
+    raise ImageError(f"unsupported numpy dtype {a.dtype}: use uint8, uint16 or float in [0, 1]")
+
+
+def load(name_or_path: str | os.PathLike = "default", device: str | torch.device = "cpu") -> Tokenizer:
+    """Load a tokenizer: ``vtok.load("default")`` (shipped, offline) or ``vtok.load("path/to/folder")``."""
+    return Tokenizer.from_pretrained(name_or_path, device=device)
+
+
+def create_tokenizer(name: str, **overrides: Any) -> Tokenizer:
+    """A new, untrained tokenizer of a registered variant (``vtok.list_tokenizers()``)."""
+    return Tokenizer(create_model(name, **overrides), name=name)

@@ -1,0 +1,155 @@
+"""Training configuration: defaults, then a YAML file, then ``key=value`` overrides.
+
+Only the trainer reads this object; models get explicit arguments from the registry. The
+merged result is written as ``config.yaml`` into every run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+__all__ = ["TrainConfig", "load_config", "config_to_dict"]
+
+
+@dataclass
+class ModelSection:
+    name: str = "ordered1d-small"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    train_dir: str = ""
+    val_dir: str | None = None
+    val_images: int = 64
+    min_scale: float = 0.1  # smallest crop, as a fraction of the (reduced) image's shorter side squared
+    max_side: int = 768  # images are first reduced so that their shorter side is at most this
+    hflip: bool = True
+    color_jitter: float = 0.05
+    workers: int = 0
+
+
+@dataclass
+class OptimSection:
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+
+
+@dataclass
+class LossSection:
+    l1: float = 1.0
+    l2: float = 0.0
+    ssim: float = 0.2
+    perceptual: float = 0.0
+    perceptual_backbone: str = "efficientnet-lite0"
+    full_length_prob: float = 0.25  # share of images trained with all K tokens; the rest get a random prefix
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    out_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    ema_decay: float = 0.999
+    log_every: int = 10
+    eval_every: int = 250
+    checkpoint_every: int = 100
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults <- YAML file <- ``section.key=value`` overrides (values parsed as YAML)."""
+    data = config_to_dict(TrainConfig())
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        _merge(data, loaded, prefix="")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        nested: dict[str, Any] = {}
+        cursor = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = value
+        _merge(data, nested, prefix="")
+    return _build(TrainConfig, data, "")
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any], prefix: str) -> None:
+    for key, value in new.items():
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"unknown config key {prefix}{key!r}; known here: {known}")
+        if isinstance(base[key], dict) and key != "overrides":
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {prefix}{key} is a section, not a value")
+            _merge(base[key], value, prefix=f"{prefix}{key}.")
+        elif key == "overrides":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}overrides must be a mapping")
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str):
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value = data[f.name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[f.name] = _build(type(default), value, f"{prefix}{f.name}.")
+            continue
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{prefix}{f.name} must be true or false, got {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{prefix}{f.name} must be a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
+                if not value.is_integer():
+                    raise ConfigError(f"{prefix}{f.name} must be a whole number, got {value!r}")
+                value = int(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

@@ -1,0 +1,85 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vtok.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "vtok", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "ordered1d-tiny" in out and "grid2d-tiny" in out
+
+
+def test_demo_on_a_model_folder_and_given_images(tiny_model_dir, photo_dirs, tmp_path, capsys):
+    images = sorted(photo_dirs[1].glob("*"))[:2]
+    out = tmp_path / "sheet.png"
+    assert main(["demo", *map(str, images), "--model", str(tiny_model_dir), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "PSNR" in text and str(out) in text
+    sheet = Image.open(out)
+    assert sheet.width > 4 * 128 and sheet.height > 2 * 128  # original + 4 prefix lengths, 2 rows
+
+
+def test_eval_prints_table_and_writes_json(tiny_model_dir, photo_dirs, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(tiny_model_dir), str(photo_dirs[1]), "--json", str(out)]) == 0
+    assert "SSIM" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert [r["k"] for r in data["rows"]] == [1, 2, 4, 8]
+    assert data["num_images"] == 6
+    assert 0 < data["codebook_usage"] <= 1
+
+
+def test_train_from_the_command_line(photo_dirs, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(
+        "train", REPO / "configs" / "tiny.yaml", f"data.train_dir={photo_dirs[0]}", f"out_dir={out}", "optim.steps=6"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "model" / "model.safetensors").is_file() and (out / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["demo", "/no/such/image.jpg"], "no such file"),
+        (["demo", "--model", "/no/such/model"], "neither a model folder"),
+        (["eval", "/no/such/model", "."], "neither a model folder"),
+        (["train", "/no/such/config.yaml"], "no such config file"),
+        (["train", str(REPO / "configs" / "tiny.yaml"), "optim.nope=1"], "unknown config key"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vtok: error:") and message in lines[0]
+
+
+def test_eval_on_an_empty_folder_and_a_folder_of_junk(tiny_model_dir, tmp_path):
+    result = run_cli("eval", tiny_model_dir, tmp_path)
+    assert result.returncode == 2 and "no image files" in result.stderr
+    (tmp_path / "a.jpg").write_bytes(b"junk")
+    result = run_cli("eval", tiny_model_dir, tmp_path)
+    assert result.returncode == 2 and "could be read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_on_a_non_image_file(tiny_model_dir, tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    result = run_cli("demo", bad, "--model", tiny_model_dir, "--out", tmp_path / "x.png")
+    assert result.returncode == 2 and "not a readable image" in result.stderr

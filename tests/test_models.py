@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+import vtok
+from vtok.models.blocks import zigzag_dct_basis
+from vtok.registry import create_model
+
+
+@pytest.mark.parametrize("name", vtok.list_tokenizers())
+def test_every_registered_model_shapes_finite_and_all_parameters_learn(name):
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    s, k = model.image_size, model.num_tokens
+    x = torch.rand(2, 3, s, s) * 2 - 1
+    out = model(x, keep=torch.tensor([k, max(1, k // 2)]))
+    assert out.recon.shape == (2, 3, s, s)
+    assert out.indices.shape == (2, k)
+    assert torch.isfinite(out.recon).all()
+    (out.recon.square().mean() + out.aux_loss).backward()
+    # The transformers start as zero residuals; a second step reaches the layers behind them.
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient for {missing[:5]}"
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.step()
+    opt.zero_grad()
+    out = model(x, keep=torch.tensor([k, 1]))
+    (out.recon.square().mean() + out.aux_loss).backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not dead, f"zero gradient for {dead[:5]}"
+
+
+@pytest.mark.parametrize("name", ["ordered1d-tiny", "grid2d-tiny"])
+def test_decode_of_prefix_equals_masked_forward(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.rand(2, 3, model.image_size, model.image_size) * 2 - 1
+    with torch.no_grad():
+        q = model.encode(x)
+        for k in (1, 3, model.num_tokens):
+            masked = model.decode_codes(q.codes, torch.full((2,), k))
+            # straight-through codes differ from indices_to_codes by float rounding only
+            assert torch.allclose(model.decode(q.indices[:, :k]), masked, atol=1e-3)
+
+
+def test_tokens_past_the_prefix_do_not_change_the_decoding():
+    torch.manual_seed(0)
+    model = create_model("ordered1d-tiny").eval()
+    ids = torch.randint(0, model.codebook_size, (1, model.num_tokens))
+    other = ids.clone()
+    other[:, 3:] = torch.randint(0, model.codebook_size, (1, model.num_tokens - 3))
+    with torch.no_grad():
+        assert torch.equal(model.decode(ids[:, :3]), model.decode(other[:, :3]))
+
+
+def test_zigzag_dct_basis_is_orthonormal_and_starts_with_dc():
+    b = zigzag_dct_basis(8, 64)
+    assert torch.allclose(b @ b.t(), torch.eye(64), atol=1e-5)
+    assert torch.allclose(b[0], torch.full((64,), 1 / 8), atol=1e-6)
+
+
+def test_unknown_override_is_a_config_error():
+    with pytest.raises(vtok.ConfigError, match="num_tokenz"):
+        vtok.create_tokenizer("ordered1d-tiny", num_tokenz=3)
+    with pytest.raises(vtok.ConfigError, match="unknown tokenizer"):
+        vtok.create_tokenizer("nope")

@@ -1,0 +1,21 @@
+import types
+
+import vtok
+
+
+def test_all_matches_public_members():
+    public = {n for n in dir(vtok) if not n.startswith("_") and not isinstance(getattr(vtok, n), types.ModuleType)}
+    assert set(vtok.__all__) - {"__version__"} == public
+
+
+def test_every_exported_name_resolves():
+    for name in vtok.__all__:
+        assert getattr(vtok, name) is not None
+
+
+def test_registry_lists_tiny_variant_of_every_architecture():
+    from vtok.registry import ARCHITECTURES
+
+    names = vtok.list_tokenizers()
+    for arch in ARCHITECTURES:
+        assert f"{arch}-tiny" in names

@@ -1,0 +1,138 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vtok
+from vtok.train import Trainer, load_config
+from vtok.train.trainer import sample_prefix_lengths
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cfg(photo_dirs, out, *extra):
+    train, val = photo_dirs
+    return load_config(
+        REPO / "configs" / "tiny.yaml",
+        [f"data.train_dir={train}", f"data.val_dir={val}", f"out_dir={out}", "threads=1", *extra],
+    )
+
+
+def test_config_layers_and_rejects_unknown_keys(tmp_path):
+    cfg = load_config(REPO / "configs" / "tiny.yaml", ["optim.steps=7", "model.overrides.num_tokens=4"])
+    assert cfg.optim.steps == 7 and cfg.optim.batch_size == 8 and cfg.model.overrides == {"num_tokens": 4}
+    assert cfg.loss.ssim == 0.2  # default kept where the file says nothing
+    with pytest.raises(vtok.ConfigError, match="stpes"):
+        load_config(None, ["optim.stpes=3"])
+    with pytest.raises(vtok.ConfigError, match="number"):
+        load_config(None, ["optim.lr=fast"])
+    with pytest.raises(vtok.ConfigError, match="key=value"):
+        load_config(None, ["optim.steps"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [1, 2\n")
+    with pytest.raises(vtok.ConfigError, match="YAML"):
+        load_config(bad)
+    with pytest.raises(vtok.ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_prefix_lengths_cover_short_and_full():
+    k = sample_prefix_lengths(4000, 64, 0.25, torch.Generator().manual_seed(0))
+    assert k.min() == 1 and k.max() == 64
+    assert 0.2 < (k == 64).float().mean() < 0.3
+    assert (k <= 4).float().mean() > 0.2  # short prefixes are trained often
+
+
+def test_real_training_lowers_loss_and_raises_psnr(photo_dirs, tmp_path):
+    cfg = _cfg(
+        photo_dirs,
+        tmp_path / "run",
+        "optim.steps=200",
+        "optim.batch_size=16",
+        "optim.lr=3e-3",
+        "eval_every=40",
+        "log_every=20",
+    )
+    folder = Trainer(cfg).fit()
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    # Each batch draws its own prefix lengths, so compare averages of several logged steps.
+    mean = lambda rs, key: sum(float(r[key]) for r in rs) / len(rs)  # noqa: E731
+    assert mean(rows[-3:], "loss") < 0.9 * mean(rows[:3], "loss")
+    assert mean(rows[-3:], "psnr") > mean(rows[:3], "psnr") + 1.0
+    evals = list(csv.DictReader((tmp_path / "run" / "eval.csv").open()))
+    assert float(evals[-1]["psnr_k8"]) > float(evals[0]["psnr_k8"]) + 0.3  # held-out photo improves too
+    tok = vtok.load(folder)
+    assert tok.num_tokens == 8
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert sorted((tmp_path / "run" / "samples").glob("*.png"))
+
+
+def test_resume_after_kill_matches_uninterrupted_run(photo_dirs, tmp_path):
+    steps = ["optim.steps=400", "checkpoint_every=10", "eval_every=1000", "optim.batch_size=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "vtok", "train", str(REPO / "configs" / "tiny.yaml"), "threads=1", "data.val_dir=null"]
+    run = lambda out, *extra: cmd + [f"data.train_dir={photo_dirs[0]}", f"out_dir={out}", *steps, *extra]  # noqa: E731
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(run(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert 0 < state["step"] < 400, "the run finished before it could be killed; raise optim.steps"
+    subprocess.run(run(killed, "--resume"), env=env, check=True, capture_output=True)
+
+    straight = tmp_path / "straight"
+    subprocess.run(run(straight), env=env, check=True, capture_output=True)
+    a = load_file(killed / "model" / "model.safetensors")
+    b = load_file(straight / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+def test_unreadable_training_files_are_skipped_and_counted(photo_dirs, tmp_path):
+    train = tmp_path / "train"
+    train.mkdir()
+    for p in sorted(photo_dirs[0].rglob("*.jpg"))[:3]:
+        (train / p.name).write_bytes(p.read_bytes())
+    (train / "broken.jpg").write_bytes(b"not a jpeg")
+    cfg = load_config(
+        REPO / "configs" / "tiny.yaml", [f"data.train_dir={train}", f"out_dir={tmp_path / 'r'}", "optim.steps=2"]
+    )
+    trainer = Trainer(cfg)
+    assert len(trainer.train_files) == 3 and len(trainer.unreadable) == 1
+
+
+def test_empty_training_folder_is_a_clear_error(tmp_path):
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"data.train_dir={tmp_path}", f"out_dir={tmp_path / 'r'}"])
+    with pytest.raises(vtok.ImageError, match="no readable images"):
+        Trainer(cfg)
+
+
+def test_torchrun_two_cpu_processes(photo_dirs, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "vtok", "train", str(REPO / "configs" / "tiny.yaml"),
+        f"data.train_dir={photo_dirs[0]}", f"out_dir={out}", "optim.steps=12", "threads=1",
+        "model.overrides.quantizer=vq", "model.overrides.vq_codebook_size=64", "model.overrides.vq_dim=4",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    tok = vtok.load(out / "model")
+    assert tok.codebook_size == 64
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert int(rows[-1]["step"]) == 12
+    assert float(rows[-1]["images_per_s"]) > 0
