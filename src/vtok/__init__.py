@@ -8,6 +8,7 @@ images = tok.decode(tokens)                # any 1 <= k <= K, float (B, 3, S, S)
 
 __version__ = "0.1.0"
 
+from .codec import compress, decompress  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,
     ImageError,
@@ -28,7 +29,9 @@ __all__ = [
     "Tokenizer",
     "VtokError",
     "__version__",
+    "compress",
     "create_tokenizer",
+    "decompress",
     "list_tokenizers",
     "load",
     "shipped_models",

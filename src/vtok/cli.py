@@ -46,6 +46,108 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _expand(inputs: list[str], suffixes: set[str] | None) -> list[Path]:
+    """Files and folders (searched recursively) -> files, in order."""
+    from .errors import ImageError
+    from .images import IMAGE_EXTENSIONS
+
+    suffixes = suffixes or IMAGE_EXTENSIONS
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise ImageError(f"{path}: no {'/'.join(sorted(suffixes))} files found")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ImageError(f"{path}: no such file or folder")
+    return files
+
+
+def _progress(items, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="file", disable=None if len(items) > 1 else True)
+
+
+def _cmd_encode(args: argparse.Namespace) -> None:
+    from .codec import encode_image
+    from .tokenizer import atomic_path, load
+
+    tok = load(args.model)
+    files = _expand(args.inputs, None)
+    out = Path(args.output)
+    single = len(files) == 1 and out.suffix == ".vtok"
+    failed = 0
+    total_in = total_out = 0
+    for path in _progress(files, "encode"):
+        target = out if single else out / (path.stem + ".vtok")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            enc = encode_image(
+                path,
+                tok,
+                tokens=args.tokens,
+                psnr=args.psnr,
+                ssim=args.ssim,
+                max_bytes=args.max_bytes,
+                coding=args.coding,
+            )
+        except VtokError as e:
+            if len(files) == 1:
+                raise
+            print(f"vtok: skipped {path}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(enc.data)
+        total_in += path.stat().st_size
+        total_out += len(enc.data)
+        note = f", {enc.unmet_tiles} tile(s) could not reach the target" if enc.unmet_tiles else ""
+        print(f"{path} -> {target}: {len(enc.data)} bytes, {enc.tiles} tile(s), {int(enc.counts.sum())} tokens{note}")
+    if failed:
+        raise VtokError(f"{failed} of {len(files)} image(s) could not be encoded")
+
+
+def _cmd_decode(args: argparse.Namespace) -> None:
+    from .codec import decompress
+    from .tokenizer import atomic_path
+
+    files = _expand(args.inputs, {".vtok"})
+    out = Path(args.output)
+    single = len(files) == 1 and out.suffix.lower() == ".png"
+    failed = 0
+    for path in _progress(files, "decode"):
+        target = out if single else out / (path.stem + ".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            image = decompress(path.read_bytes(), args.model)
+        except VtokError as e:
+            if len(files) == 1:
+                raise VtokError(f"{path}: {e}") from e
+            print(f"vtok: skipped {path}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        with atomic_path(target) as tmp:
+            image.save(tmp, format="PNG")
+        print(f"{path} -> {target}: {image.width}x{image.height}")
+    if failed:
+        raise VtokError(f"{failed} of {len(files)} file(s) could not be decoded")
+
+
+def _cmd_prior(args: argparse.Namespace) -> None:
+    from .codec import fit_prior
+    from .tokenizer import load
+
+    tok = load(args.model)
+    fit_prior(tok, args.folder, crops_per_image=args.crops)
+    folder = tok.save_pretrained(args.out or args.model)
+    print(f"wrote {folder / 'prior.safetensors'}")
+
+
 def _cmd_list(args: argparse.Namespace) -> None:
     from .registry import list_tokenizers
     from .tokenizer import shipped_models
@@ -87,6 +189,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--limit", type=int, default=None, help="use at most this many images")
     e.set_defaults(func=_cmd_eval)
+
+    en = sub.add_parser("encode", help="compress images of any size into .vtok files")
+    en.add_argument("inputs", nargs="+", help="image files or folders")
+    en.add_argument("-o", "--output", required=True, help="output folder (or FILE.vtok for a single image)")
+    en.add_argument("--model", default="default")
+    target = en.add_mutually_exclusive_group()
+    target.add_argument("--tokens", type=int, help="tokens per tile (default: all K)")
+    target.add_argument("--psnr", type=float, help="smallest k per tile reaching this PSNR (dB)")
+    target.add_argument("--ssim", type=float, help="smallest k per tile reaching this SSIM")
+    target.add_argument("--max-bytes", type=int, help="largest file size in bytes")
+    en.add_argument("--coding", choices=["ans", "bitpack"], help="default: ans when the model has a prior")
+    en.set_defaults(func=_cmd_encode)
+
+    de = sub.add_parser("decode", help="decode .vtok files into PNGs at their original size")
+    de.add_argument("inputs", nargs="+", help=".vtok files or folders")
+    de.add_argument("-o", "--output", required=True, help="output folder (or FILE.png for a single file)")
+    de.add_argument("--model", default="default")
+    de.set_defaults(func=_cmd_decode)
+
+    pr = sub.add_parser("prior", help="fit the token prior used for entropy coding and save it with the model")
+    pr.add_argument("model", help="model folder")
+    pr.add_argument("folder", help="folder of training images")
+    pr.add_argument("--crops", type=int, default=16, help="random crops per image (default 16)")
+    pr.add_argument("--out", help="save the model with its prior here instead of in place")
+    pr.set_defaults(func=_cmd_prior)
 
     ls = sub.add_parser("list", help="list architectures and shipped pretrained models")
     ls.set_defaults(func=_cmd_list)

@@ -40,6 +40,32 @@ class Tokenizer:
     def __init__(self, model: TokenizerModel, name: str | None = None):
         self.model = model.eval()
         self.name = name or model.architecture
+        self._prior = None
+        self._fingerprint: bytes | None = None
+
+    @property
+    def prior(self):
+        """The codec.TokenPrior used for entropy coding, if fitted or loaded; None otherwise."""
+        return self._prior
+
+    @prior.setter
+    def prior(self, value) -> None:
+        self._prior = value
+        self._fingerprint = None
+
+    def fingerprint(self) -> bytes:
+        """SHA-256 over the weights (and the token prior): files made by one model are refused by another."""
+        if self._fingerprint is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            for key, value in sorted(self.model.state_dict().items()):
+                h.update(key.encode())
+                h.update(value.detach().cpu().contiguous().numpy().tobytes())
+            for p in self.prior.probs if self.prior is not None else []:
+                h.update(p.tobytes())
+            self._fingerprint = h.digest()
+        return self._fingerprint
 
     # -- description -------------------------------------------------------------------
     @property
@@ -154,6 +180,18 @@ class Tokenizer:
         out = [self.model.decode(chunk) for chunk in tokens.split(batch_size)]
         return ((torch.cat(out) + 1) / 2).clamp(0, 1)
 
+    @torch.no_grad()
+    def decode_prefixes(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Full-length tokens (B, K) with a prefix length per image (B,) -> images (B, 3, S, S) in [0, 1]."""
+        tokens = self.check_tokens(tokens)
+        if tokens.shape[1] != self.num_tokens:
+            raise TokenError(f"decode_prefixes needs all {self.num_tokens} token positions, got {tokens.shape[1]}")
+        lengths = torch.as_tensor(lengths, dtype=torch.long).to(self.device)
+        if lengths.shape != (tokens.shape[0],) or lengths.min() < 1 or lengths.max() > self.num_tokens:
+            raise TokenError(f"lengths must be (B,) in 1..{self.num_tokens}")
+        codes = self.model.quantizer.indices_to_codes(tokens)
+        return ((self.model.decode_codes(codes, lengths) + 1) / 2).clamp(0, 1)
+
     def decode_pil(self, tokens: torch.Tensor | Sequence[Any] | np.ndarray) -> list[Image.Image]:
         return [tensor_to_pil(x) for x in self.decode(tokens)]
 
@@ -216,6 +254,8 @@ class Tokenizer:
             save_file(state, str(tmp), metadata={"format": FORMAT_NAME})
         with atomic_path(folder / "config.json") as tmp:
             tmp.write_text(json.dumps(self.config_dict(), indent=2) + "\n")
+        if self.prior is not None:
+            self.prior.save(folder / "prior.safetensors")
         return folder
 
     @classmethod
@@ -256,7 +296,14 @@ class Tokenizer:
             raise ModelLoadError(
                 f"{weights_path}: weights do not match config.json ({' '.join(first[:3])[:400]})"
             ) from e
-        return cls(model.to(device), name=meta.get("name") or folder.name)
+        tok = cls(model.to(device), name=meta.get("name") or folder.name)
+        if (folder / "prior.safetensors").is_file():
+            from .codec.prior import TokenPrior, symbol_alphabets
+
+            tok.prior = TokenPrior.load(
+                folder / "prior.safetensors", model.num_tokens, symbol_alphabets(model.quantizer)
+            )
+        return tok
 
 
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,202 @@
+"""The .vtok codec on held-out real photos: entropy coding, adaptive length, a large photo.
+
+    python scripts/gather_photos.py data/photos      # once
+    python benchmarks/codec.py [--model default] [--folder data/photos/heldout]
+
+1. Entropy coding: bytes of full-length tokens, ANS vs bit-packing vs the prior's cross-entropy,
+   and ANS throughput in tokens/s on one core.
+2. Adaptive length: for SSIM targets, the smallest k per image that reaches it; compared with
+   the fixed k that reaches the same mean SSIM (interpolated between fixed k), in payload bytes.
+3. A large held-out photo (1707x960) at vtok's smallest settings vs the smallest JPEG, WebP and
+   AVIF files Pillow can make, and each codec's best SSIM within vtok's byte size; writes
+   docs/images/large_photo.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import vtok
+from vtok.codec import decode_file, encode_image
+from vtok.codec.entropy import ans_decode, ans_encode, pack_tokens
+from vtok.evaluate import load_folder
+from vtok.metrics import psnr, ssim
+
+torch.set_num_threads(1)
+
+
+def entropy_coding(tok, images) -> dict:
+    tokens = tok.encode(images).numpy()
+    counts = np.full(len(tokens), tok.num_tokens)
+    packed = sum(len(pack_tokens(t[None], counts[:1], tok.codebook_size)) for t in tokens)
+    ans = sum(len(ans_encode(t[None], counts[:1], tok.prior)) for t in tokens)
+    ideal = tok.prior.cross_entropy_bits(tokens, counts) / 8
+    big = np.tile(tokens, (max(1, 1_000_000 // tokens.size + 1), 1))
+    big_counts = np.full(len(big), tok.num_tokens)
+    start = time.perf_counter()
+    blob = ans_encode(big, big_counts, tok.prior)
+    enc_s = time.perf_counter() - start
+    start = time.perf_counter()
+    back = ans_decode(blob, big_counts, tok.num_tokens, tok.prior)
+    dec_s = time.perf_counter() - start
+    assert np.array_equal(back, big)
+    return {
+        "images": len(tokens),
+        "bitpacked_bytes_per_image": packed / len(tokens),
+        "ans_bytes_per_image": ans / len(tokens),
+        "cross_entropy_bytes_per_image": ideal / len(tokens),
+        "saving_vs_bitpacked": 1 - ans / packed,
+        "ans_over_cross_entropy": ans / ideal - 1,
+        "ans_encode_tokens_per_s": big.size / enc_s,
+        "ans_decode_tokens_per_s": big.size / dec_s,
+    }
+
+
+def adaptive_vs_fixed(tok, images, targets) -> list[dict]:
+    arrays = [(x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for x in images]
+    fixed = []
+    tokens = tok.encode(images)
+    for k in range(1, tok.num_tokens + 1):
+        recon = tok.decode(tokens[:, :k])
+        size = np.mean([len(encode_image(a, tok, tokens=k).data) for a in arrays[:8]])
+        fixed.append((k, float(ssim(recon, images).mean()), size))
+    rows = []
+    for target in targets:
+        encs = [encode_image(a, tok, ssim=target) for a in arrays]
+        recon = torch.stack(
+            [torch.from_numpy(decode_file(e.data, tok)[0]).permute(2, 0, 1).float() / 255 for e in encs]
+        )
+        mean_ssim = float(ssim(recon, images).mean())
+        mean_bytes = float(np.mean([len(e.data) for e in encs]))
+        fixed_ssims = np.array([f[1] for f in fixed])
+        fixed_bytes = np.array([f[2] for f in fixed])
+        order = np.argsort(fixed_ssims)
+        fixed_at_same = float(np.interp(mean_ssim, fixed_ssims[order], fixed_bytes[order]))
+        rows.append(
+            {
+                "target_ssim": target,
+                "adaptive_mean_ssim": mean_ssim,
+                "adaptive_bytes": mean_bytes,
+                "fixed_k_bytes_at_same_ssim": fixed_at_same,
+                "saving": 1 - mean_bytes / fixed_at_same,
+                "images_meeting_target": int(sum(float(s) >= target - 1e-6 for s in ssim(recon, images))),
+                "images": len(arrays),
+            }
+        )
+    return rows
+
+
+def codec_file(img: Image.Image, fmt: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        img.save(buf, "JPEG", quality=quality, optimize=True)
+    elif fmt == "WEBP":
+        img.save(buf, "WEBP", quality=quality, method=6)
+    else:
+        img.save(buf, "AVIF", quality=quality, speed=6)
+    return buf.getvalue()
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+
+
+def large_photo(tok, path: Path, out_png: Path) -> dict:
+    img = Image.open(path).convert("RGB")
+    scale = 960 / min(img.size)
+    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+    ref = to_tensor(img)
+    result = {"image": path.name, "size": img.size, "vtok": [], "codecs": {}}
+    panels = [("original", img)]
+    for k in (1, 2, 4):
+        data = encode_image(img, tok, tokens=k).data
+        rec = vtok.decompress(data, tok)
+        result["vtok"].append(
+            {
+                "tokens_per_tile": k,
+                "bytes": len(data),
+                "ssim": float(ssim(to_tensor(rec), ref)),
+                "psnr": float(psnr(to_tensor(rec), ref)),
+            }
+        )
+        if k == 1:
+            panels.append((f"vtok k=1/tile: {len(data)} B, SSIM {result['vtok'][-1]['ssim']:.3f}", rec))
+    budget = result["vtok"][0]["bytes"]
+    for fmt in ("JPEG", "WEBP", "AVIF"):
+        sizes = {q: codec_file(img, fmt, q) for q in (1, 2, 5, 10, 20)}
+        smallest = min(sizes.values(), key=len)
+        fits = [(q, b) for q, b in sizes.items() if len(b) <= budget]
+        entry = {"smallest_bytes": len(smallest)}
+        if fits:
+            q, b = max(fits, key=lambda qb: qb[0])
+            rec = Image.open(io.BytesIO(b)).convert("RGB")
+            entry.update({"bytes_at_budget": len(b), "ssim_at_budget": float(ssim(to_tensor(rec), ref))})
+        rec = Image.open(io.BytesIO(smallest)).convert("RGB")
+        entry["ssim_of_smallest"] = float(ssim(to_tensor(rec), ref))
+        panels.append((f"{fmt} smallest: {len(smallest)} B, SSIM {entry['ssim_of_smallest']:.3f}", rec))
+        result["codecs"][fmt] = entry
+    from vtok.viz import image_sheet, save_image_atomic
+
+    crop = lambda im: im.resize((480, round(480 * im.height / im.width)), Image.Resampling.LANCZOS)  # noqa: E731
+    thumbs = [crop(p[1]) for p in panels]
+    sheet = image_sheet([thumbs[:3], thumbs[3:]], [[p[0] for p in panels[:3]], [p[0] for p in panels[3:]]], cell=480)
+    save_image_atomic(sheet, out_png)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--folder", default="data/photos/heldout")
+    ap.add_argument("--large", default="/usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg")
+    ap.add_argument("--json", default="benchmarks/results/codec.json")
+    ap.add_argument("--limit", type=int, default=84)
+    args = ap.parse_args()
+    tok = vtok.load(args.model)
+    if tok.prior is None:
+        raise SystemExit("the model has no prior.safetensors: run `vtok prior MODEL_FOLDER data/photos/train`")
+    images, _, _ = load_folder(args.folder, tok.image_size, args.limit)
+    report = {"entropy": entropy_coding(tok, images)}
+    e = report["entropy"]
+    print(
+        f"entropy coding, {e['images']} held-out images at full K: bit-packed {e['bitpacked_bytes_per_image']:.1f} B, "
+        f"ANS {e['ans_bytes_per_image']:.1f} B ({100 * e['saving_vs_bitpacked']:.1f}% smaller), cross-entropy "
+        f"{e['cross_entropy_bytes_per_image']:.1f} B (ANS +{100 * e['ans_over_cross_entropy']:.1f}%); "
+        f"ANS {e['ans_encode_tokens_per_s'] / 1e6:.2f} M tokens/s encode, {e['ans_decode_tokens_per_s'] / 1e6:.2f} M decode"
+    )
+    report["adaptive"] = adaptive_vs_fixed(tok, images, targets=[0.5, 0.55, 0.6, 0.65])
+    print(f"{'SSIM target':>11} {'adaptive SSIM':>13} {'adaptive B':>10} {'fixed-k B':>9} {'saving':>7} {'met':>7}")
+    for r in report["adaptive"]:
+        print(
+            f"{r['target_ssim']:>11.2f} {r['adaptive_mean_ssim']:>13.3f} {r['adaptive_bytes']:>10.1f} "
+            f"{r['fixed_k_bytes_at_same_ssim']:>9.1f} {100 * r['saving']:>6.1f}% {r['images_meeting_target']:>3}/{r['images']}"
+        )
+    if Path(args.large).is_file():
+        report["large_photo"] = large_photo(tok, Path(args.large), Path("docs/images/large_photo.png"))
+        lp = report["large_photo"]
+        print(f"large photo {lp['image']} {lp['size'][0]}x{lp['size'][1]}:")
+        for v in lp["vtok"]:
+            print(
+                f"  vtok {v['tokens_per_tile']} token(s)/tile: {v['bytes']} B, SSIM {v['ssim']:.3f}, PSNR {v['psnr']:.2f}"
+            )
+        for fmt, c in lp["codecs"].items():
+            at = (
+                f"best within {lp['vtok'][0]['bytes']} B: SSIM {c['ssim_at_budget']:.3f}"
+                if "ssim_at_budget" in c
+                else "cannot reach vtok's size"
+            )
+            print(f"  {fmt}: smallest {c['smallest_bytes']} B (SSIM {c['ssim_of_smallest']:.3f}); {at}")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()

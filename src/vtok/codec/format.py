@@ -1,0 +1,120 @@
+"""The .vtok container: reading and writing, every field validated before it is used.
+
+Specified in docs/format.md. Little-endian; unsigned LEB128 varints; no pickle.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import VtokError
+from ..images import MAX_PIXELS
+from .tiling import TileLayout
+
+__all__ = ["MAGIC", "VERSION", "FormatError", "VtokFile", "write_file", "read_file"]
+
+MAGIC = b"VTOK"
+VERSION = 1
+MAX_SIDE = 1 << 20
+MAX_PAYLOAD = 1 << 30
+
+
+class FormatError(VtokError):
+    """A .vtok file that is not valid: truncated, corrupt, of another version or another model."""
+
+
+@dataclass
+class VtokFile:
+    coding: int  # 0 = bit-packed, 1 = ANS under the model's prior
+    model_id: bytes  # 4 bytes: start of the SHA-256 fingerprint of the model (and its prior)
+    width: int
+    height: int
+    overlap: int
+    counts: np.ndarray  # (T,) uint8: tokens kept per tile, row-major
+    payload: bytes
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise FormatError(f"file is truncated (while reading {what})")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def varint(self, what: str, limit: int) -> int:
+        value, shift = 0, 0
+        for _ in range(10):
+            byte = self.take(1, what)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if value > limit:
+                    raise FormatError(f"{what} {value} is over the limit of {limit}")
+                return value
+            shift += 7
+        raise FormatError(f"{what} is not a valid varint")
+
+
+def write_file(f: VtokFile) -> bytes:
+    body = bytearray(MAGIC)
+    body += struct.pack("<BB", VERSION, f.coding)
+    body += f.model_id
+    body += _varint(f.width) + _varint(f.height) + _varint(f.overlap)
+    body += np.asarray(f.counts, dtype=np.uint8).tobytes()
+    body += _varint(len(f.payload)) + f.payload
+    body += struct.pack("<I", zlib.crc32(body))
+    return bytes(body)
+
+
+def read_file(data: bytes, tile: int, num_tokens: int) -> VtokFile:
+    """Parse and validate; `tile` and `num_tokens` come from the model that will decode it."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < len(MAGIC) + 2 or data[:4] != MAGIC:
+        raise FormatError("not a .vtok file (wrong magic)")
+    if len(data) < 4 + 2 + 4 + 3 + 1 + 1 + 4:
+        raise FormatError("file is truncated")
+    if struct.unpack("<I", data[-4:])[0] != zlib.crc32(data[:-4]):
+        raise FormatError("checksum mismatch: the file is corrupt or truncated")
+    r = _Reader(data[:-4])
+    r.take(4, "magic")
+    version, coding = struct.unpack("<BB", r.take(2, "version"))
+    if version != VERSION:
+        raise FormatError(f"format version {version} is not supported (this vtok reads version {VERSION})")
+    if coding not in (0, 1):
+        raise FormatError(f"unknown coding method {coding}")
+    model_id = r.take(4, "model id")
+    width = r.varint("width", MAX_SIDE)
+    height = r.varint("height", MAX_SIDE)
+    if width < 1 or height < 1 or width * height > MAX_PIXELS:
+        raise FormatError(f"image size {width}x{height} is invalid or over {MAX_PIXELS} pixels")
+    overlap = r.varint("overlap", tile - 1)
+    if overlap * 2 > tile:
+        raise FormatError(f"overlap {overlap} is more than half the tile size {tile}")
+    count = TileLayout.tile_count(width, height, tile, overlap)
+    counts = np.frombuffer(r.take(count, "token counts"), dtype=np.uint8).astype(np.int64)
+    if count and (counts.min() < 1 or counts.max() > num_tokens):
+        raise FormatError(f"token counts must lie in 1..{num_tokens}, got {counts.min()}..{counts.max()}")
+    length = r.varint("payload length", MAX_PAYLOAD)
+    payload = r.take(length, "payload")
+    if r.pos != len(r.data):
+        raise FormatError(f"{len(r.data) - r.pos} unexpected bytes after the payload")
+    return VtokFile(coding, model_id, width, height, overlap, counts, payload)

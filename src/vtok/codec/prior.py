@@ -1,0 +1,129 @@
+"""A learned prior over token ids, for entropy coding.
+
+Tokens are split into symbols with small alphabets: an FSQ token is its D digits (one per
+quantized dimension, alphabets = the FSQ levels); a VQ token is one symbol over the codebook.
+The prior holds, for every sequence position and every digit, a categorical distribution
+estimated from the tokens of a folder of images (Krichevsky-Trofimov smoothing: counts + 1/2),
+so no symbol ever has probability zero. Stored as ``prior.safetensors`` beside a model's weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ModelLoadError, TokenError
+from ..quantizers import FSQ
+
+__all__ = ["TokenPrior", "symbol_alphabets", "tokens_to_symbols", "symbols_to_tokens"]
+
+
+def symbol_alphabets(quantizer) -> list[int]:
+    """Alphabet size of each symbol a token is split into."""
+    if isinstance(quantizer, FSQ):
+        return list(quantizer.levels)
+    return [int(quantizer.codebook_size)]
+
+
+def tokens_to_symbols(tokens: np.ndarray, alphabets: list[int]) -> np.ndarray:
+    """(N,) token ids -> (N, D) digits, least significant first (FSQ's mixed radix)."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    out = np.empty((tokens.shape[0], len(alphabets)), dtype=np.int64)
+    rest = tokens.copy()
+    for d, size in enumerate(alphabets):
+        out[:, d] = rest % size
+        rest //= size
+    return out
+
+
+def symbols_to_tokens(symbols: np.ndarray, alphabets: list[int]) -> np.ndarray:
+    tokens = np.zeros(symbols.shape[0], dtype=np.int64)
+    scale = 1
+    for d, size in enumerate(alphabets):
+        tokens += symbols[:, d].astype(np.int64) * scale
+        scale *= size
+    return tokens
+
+
+class TokenPrior:
+    """probs[d]: (K, alphabets[d]) float64, rows summing to 1."""
+
+    def __init__(self, probs: list[np.ndarray]):
+        self.probs = [np.asarray(p, dtype=np.float64) for p in probs]
+        self.alphabets = [p.shape[1] for p in self.probs]
+        self.num_positions = self.probs[0].shape[0]
+
+    @classmethod
+    def fit(cls, tokens: torch.Tensor | np.ndarray, alphabets: list[int]) -> TokenPrior:
+        """Estimate from (N, K) full-length token sequences."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if tokens.ndim != 2 or tokens.shape[0] == 0:
+            raise TokenError("fitting a prior needs a non-empty (N, K) array of tokens")
+        n, k = tokens.shape
+        symbols = tokens_to_symbols(tokens.reshape(-1), alphabets).reshape(n, k, len(alphabets))
+        probs = []
+        for d, size in enumerate(alphabets):
+            counts = np.full((k, size), 0.5)
+            for pos in range(k):
+                counts[pos] += np.bincount(symbols[:, pos, d], minlength=size)
+            probs.append(counts / counts.sum(1, keepdims=True))
+        return cls(probs)
+
+    def cross_entropy_bits(self, tokens: np.ndarray, counts: np.ndarray) -> float:
+        """Ideal code length in bits of tiles' prefixes under this prior."""
+        positions, symbols = self.flatten(tokens, counts)
+        return float(sum(-np.log2(self.probs[d][positions, symbols[:, d]]).sum() for d in range(len(self.alphabets))))
+
+    def flatten(self, tokens: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, K) tokens + (T,) prefix lengths -> (positions (M,), symbols (M, D)) of the kept tokens."""
+        keep = np.arange(tokens.shape[1])[None, :] < counts[:, None]
+        positions = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)[keep]
+        return positions, tokens_to_symbols(tokens[keep], self.alphabets)
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.numpy import save_file
+
+        from ..tokenizer import atomic_path
+
+        with atomic_path(Path(path)) as tmp:
+            save_file({f"probs_{d}": p for d, p in enumerate(self.probs)}, str(tmp), metadata={"format": "vtok-prior"})
+
+    @classmethod
+    def load(cls, path: str | Path, num_positions: int, alphabets: list[int]) -> TokenPrior:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            data = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelLoadError(f"{path}: unreadable prior ({e})") from e
+        probs = [data.get(f"probs_{d}") for d in range(len(alphabets))]
+        expected = [(num_positions, a) for a in alphabets]
+        if any(p is None for p in probs) or [p.shape for p in probs] != expected or len(data) != len(alphabets):
+            raise ModelLoadError(f"{path}: prior does not match the model (expected shapes {expected})")
+        if any(not np.all(np.isfinite(p)) or np.any(p <= 0) or np.abs(p.sum(1) - 1).max() > 1e-6 for p in probs):
+            raise ModelLoadError(f"{path}: prior rows must be positive, finite and sum to 1")
+        return cls(probs)  # unchanged, bit for bit: the model's fingerprint covers them
+
+
+def fit_prior(
+    tokenizer, folder: str | Path, crops_per_image: int = 16, seed: int = 0, batch_size: int = 64
+) -> TokenPrior:
+    """Fit a prior on the tokens of random crops (random scale and position) of a folder's images,
+    attach it to `tokenizer` (``tokenizer.prior``) and return it."""
+    from ..errors import ImageError
+    from ..train.data import RandomCropDataset, scan_images
+
+    files, _ = scan_images(folder)
+    if not files:
+        raise ImageError(f"{folder}: no readable images to fit a prior on")
+    n = len(files) * crops_per_image
+    data = RandomCropDataset(files, tokenizer.image_size, seed=seed, length=n, min_scale=0.02, hflip=True)
+    tokens = []
+    for start in range(0, n, batch_size):
+        batch = torch.stack([data[i] for i in range(start, min(n, start + batch_size))])
+        tokens.append(tokenizer.encode(batch).cpu())
+    tokenizer.prior = TokenPrior.fit(torch.cat(tokens).numpy(), symbol_alphabets(tokenizer.model.quantizer))
+    return tokenizer.prior
