@@ -148,6 +148,18 @@ def _cmd_prior(args: argparse.Namespace) -> None:
     print(f"wrote {folder / 'prior.safetensors'}")
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import run_bench, write_report
+
+    codecs = tuple(c.strip() for c in args.codecs.split(",") if c.strip()) if args.codecs else ()
+    result = run_bench(args.models, args.folder, codecs=codecs, limit=args.limit, perceptual=not args.no_perceptual)
+    for name, why in result.missing_codecs.items():
+        print(f"vtok: note: {name} left out: {why}", file=sys.stderr)
+    files = write_report(result, args.out, folder=args.folder)
+    print(Path(files["markdown"]).read_text())
+    print(f"wrote {args.out}/ (bench.json, summary.md, plots, index.html)")
+
+
 def _cmd_list(args: argparse.Namespace) -> None:
     from .registry import list_tokenizers
     from .tokenizer import shipped_models
@@ -215,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="save the model with its prior here instead of in place")
     pr.set_defaults(func=_cmd_prior)
 
+    be = sub.add_parser("bench", help="quality per token and per byte, beside JPEG/WebP/AVIF/JPEG XL, with plots")
+    be.add_argument("models", nargs="+", help="shipped model names or model folders, then the image folder last")
+    be.add_argument("--out", required=True, help="report folder")
+    be.add_argument("--limit", type=int, help="use at most this many images")
+    be.add_argument("--codecs", default="jpeg,webp,avif,jxl", help="comma-separated; '' for none")
+    be.add_argument("--no-perceptual", action="store_true", help="skip the feature distance (no backbone needed)")
+    be.set_defaults(func=_cmd_bench)
+
     ls = sub.add_parser("list", help="list architectures and shipped pretrained models")
     ls.set_defaults(func=_cmd_list)
     return p
@@ -222,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        if len(args.models) < 2:
+            print("vtok: error: bench needs at least one model and then the image folder", file=sys.stderr)
+            return 2
+        args.models, args.folder = args.models[:-1], args.models[-1]
     logging.basicConfig(
         level=logging.INFO if args.verbose or args.command == "train" else logging.WARNING, format="%(message)s"
     )

@@ -27,7 +27,15 @@ from .entropy import ANS, BITPACK, CODING_NAMES, ans_decode, ans_encode, pack_to
 from .format import FormatError, VtokFile, read_file, write_file
 from .tiling import TileLayout, blend_tiles, split_tiles
 
-__all__ = ["Encoded", "encode_image", "compress", "decompress", "decode_file"]
+__all__ = [
+    "Encoded",
+    "encode_image",
+    "compress",
+    "decompress",
+    "decode_file",
+    "choose_prefix_lengths",
+    "single_tile_file_sizes",
+]
 
 
 @dataclass
@@ -76,7 +84,11 @@ def _decode_prefixes(tok: Tokenizer, tokens: torch.Tensor, counts: torch.Tensor,
     return torch.cat(out)
 
 
-def _search_counts(tok: Tokenizer, tiles: torch.Tensor, tokens: torch.Tensor, metric: str, target: float):
+def choose_prefix_lengths(
+    tok: Tokenizer, tiles: torch.Tensor, tokens: torch.Tensor, metric: str, target: float
+) -> tuple[torch.Tensor, int]:
+    """Per tile, the smallest k whose decoding reaches `target` ("psnr" dB or "ssim"); tiles that
+    cannot reach it get K. Returns (lengths (T,), number of tiles that could not reach it)."""
     k_max = tok.num_tokens
     full = _quality(metric, _decode_prefixes(tok, tokens, torch.full((len(tokens),), k_max)), tiles)
     met = full >= target
@@ -145,7 +157,7 @@ def encode_image(
     unmet = 0
     if psnr is not None or ssim is not None:
         metric, target = ("psnr", float(psnr)) if psnr is not None else ("ssim", float(ssim))
-        counts, unmet = _search_counts(tok, tiles, ids, metric, target)
+        counts, unmet = choose_prefix_lengths(tok, tiles, ids, metric, target)
     else:
         k = tok._check_num_tokens(tokens) if tokens is not None else tok.num_tokens
         counts = torch.full((layout.count,), k, dtype=torch.long)
@@ -178,6 +190,21 @@ def encode_image(
         counts = torch.full((layout.count,), lo, dtype=torch.long)
     counts_np = counts.cpu().numpy().astype(np.int64)
     return Encoded(build(counts_np), layout.width, layout.height, counts_np, coding, unmet)
+
+
+def single_tile_file_sizes(
+    tok: Tokenizer, tokens: np.ndarray, counts: np.ndarray, coding: str | None = None
+) -> np.ndarray:
+    """Exact .vtok file sizes of S x S images (one tile each) with the given prefix lengths,
+    without running the model again: tokens (N, K), counts (N,)."""
+    coding = coding or ("ans" if tok.prior is not None else "bitpack")
+    code, s, fid = CODING_NAMES[coding], tok.image_size, tok.fingerprint()[:4]
+    return np.array(
+        [
+            len(write_file(VtokFile(code, fid, s, s, s // 8, c[None], _payload(tok, code, t[None], c[None]))))
+            for t, c in zip(np.asarray(tokens), np.asarray(counts))
+        ]
+    )
 
 
 def compress(image, model: str | os.PathLike | Tokenizer = "default", **options) -> bytes:

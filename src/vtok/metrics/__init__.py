@@ -1,5 +1,6 @@
 """Quality metrics. Not part of any model's state_dict."""
 
-from .pixel import psnr, ssim
+from .pixel import ms_ssim, psnr, ssim
+from .tokens import token_statistics
 
-__all__ = ["psnr", "ssim"]
+__all__ = ["ms_ssim", "psnr", "ssim", "token_statistics"]

@@ -71,13 +71,18 @@ class FeatureDistance(nn.Module):
         super().__init__()
         self.backbone = backbone
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        total = x.new_zeros(x.shape[0])
-        for fx, fy in zip(self.backbone(x.float()), self.backbone(y.float())):
-            fx = fx / (fx.norm(dim=1, keepdim=True) + 1e-10)
-            fy = fy / (fy.norm(dim=1, keepdim=True) + 1e-10)
-            total = total + (fx - fy).pow(2).sum(1).mean((1, 2))
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Unit-normalised features of each stage: compute a reference's once, compare many times."""
+        return [f / (f.norm(dim=1, keepdim=True) + 1e-10) for f in self.backbone(x.float())]
+
+    def from_features(self, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
+        total = fx[0].new_zeros(fx[0].shape[0])
+        for a, b in zip(fx, fy):
+            total = total + (a - b).pow(2).sum(1).mean((1, 2))
         return total
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.from_features(self.features(x), self.features(y))
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {"efficientnet-lite0": EfficientNetLite0Features}

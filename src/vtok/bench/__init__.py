@@ -1,0 +1,7 @@
+"""Benchmarking tokenizers against each other and against classical codecs (`vtok bench`)."""
+
+from .codecs import CODEC_NAMES, Codec, available_codecs
+from .report import write_report
+from .run import BenchResult, run_bench, summarize
+
+__all__ = ["CODEC_NAMES", "BenchResult", "Codec", "available_codecs", "run_bench", "summarize", "write_report"]

@@ -1,0 +1,306 @@
+"""`vtok bench`: one protocol for tokenizer quality per token and per byte, beside classical codecs.
+
+Protocol (every number in the report follows it):
+- Images: every readable image in the folder, resized by each model's own policy (shorter side
+  to S, centre crop); codecs compress that same S x S RGB image.
+- Per model and k in 1, 2, 4, ..., K, per image: PSNR, SSIM, MS-SSIM (when S >= 161), the
+  EffNet-Lite0 feature distance (LPIPS-style; not comparable with published LPIPS), bytes
+  bit-packed (k * log2 V / 8) and as a .vtok file (entropy-coded when the model has a prior).
+- Codecs at equal bytes: for each image and each vtok file size, each codec's best file within
+  that size; when it cannot get that small, the record says so with its smallest size.
+- Converse: the bytes each codec needs to match vtok's PSNR, SSIM and feature distance, and their
+  ratio to vtok's bytes; "never" when even its best setting does not match.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..codec import single_tile_file_sizes
+from ..errors import ImageError
+from ..evaluate import load_folder
+from ..images import tensor_to_pil
+from ..metrics.pixel import ms_ssim, psnr, ssim
+from ..metrics.tokens import token_statistics
+from ..tokenizer import Tokenizer, load
+from .codecs import CODEC_NAMES, available_codecs
+
+__all__ = ["BenchResult", "run_bench", "frechet_distance"]
+
+METRICS = ("psnr", "ssim", "feature_distance")
+
+
+@dataclass
+class BenchResult:
+    models: list[dict[str, Any]]  # name, image_size, num_tokens, bits_per_token, token_stats, speed, fid
+    records: list[dict[str, Any]]  # one per (model, image, k): vtok numbers, codecs at equal bytes, converse
+    missing_codecs: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    sheet: list[tuple[list[Any], list[str]]] = field(
+        default_factory=list
+    )  # (PIL images, labels) rows; not saved as JSON
+
+
+def _to01(t: torch.Tensor) -> torch.Tensor:
+    from ..images import pil_to_tensor
+
+    return pil_to_tensor(t)[None]
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N, D), as in FID."""
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = torch.cov(a.T), torch.cov(b.T)
+    vals, vecs = torch.linalg.eigh(ca)
+    sqrt_ca = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+    middle = torch.linalg.eigvalsh(sqrt_ca @ cb @ sqrt_ca).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + ca.trace() + cb.trace() - 2 * middle)
+
+
+def _speed(tok: Tokenizer, batch_sizes=(1, 32)) -> dict[str, float]:
+    out = {}
+    for b in batch_sizes:
+        x = torch.rand(b, 3, tok.image_size, tok.image_size)
+        tokens = tok.encode(x)
+        tok.decode(tokens)
+        reps = 10 if b == 1 else 2
+        start = time.perf_counter()
+        for _ in range(reps):
+            tokens = tok.encode(x)
+        mid = time.perf_counter()
+        for _ in range(reps):
+            tok.decode(tokens)
+        end = time.perf_counter()
+        out[f"encode_images_per_s_batch{b}"] = b * reps / (mid - start)
+        out[f"decode_images_per_s_batch{b}"] = b * reps / (end - mid)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run_bench(
+    models: list[str | os.PathLike | Tokenizer],
+    folder: str | os.PathLike,
+    codecs: tuple[str, ...] = CODEC_NAMES,
+    limit: int | None = None,
+    perceptual: bool = True,
+    progress: bool = True,
+) -> BenchResult:
+    if not models:
+        raise ImageError("give at least one model")
+    toks = [m if isinstance(m, Tokenizer) else load(m) for m in models]
+    found, missing = available_codecs(tuple(codecs))
+    feature = None
+    if perceptual:
+        from ..metrics.perceptual import create_feature_distance
+
+        feature = create_feature_distance()
+    result = BenchResult(models=[], records=[], missing_codecs=missing)
+    from tqdm.auto import tqdm
+
+    for tok in toks:
+        images, paths, skipped = load_folder(folder, tok.image_size, limit)
+        result.skipped += skipped
+        result.images = [str(p) for p in paths]
+        tokens = tok.encode(images)
+        ks = tok.prefix_lengths()
+        info: dict[str, Any] = {
+            "name": tok.name,
+            "image_size": tok.image_size,
+            "num_tokens": tok.num_tokens,
+            "bits_per_token": tok.bits_per_token,
+            "entropy_coded": tok.prior is not None,
+            "token_stats": token_statistics(tokens.numpy(), tok.codebook_size),
+            "speed": _speed(tok),
+            "fid_style": {},
+        }
+        originals_pil = [tensor_to_pil(x) for x in images]
+        orig_feats = _pooled(feature, images) if feature else None
+        per_k = {}
+        for k in ks:
+            recon = tok.decode(tokens[:, :k])
+            q = {"psnr": psnr(recon, images).clamp(max=99), "ssim": ssim(recon, images)}
+            if feature:
+                q["feature_distance"] = feature(recon, images)
+                info["fid_style"][str(k)] = frechet_distance(orig_feats, _pooled(feature, recon))
+            per_k[k] = (q, ms_ssim(recon, images), single_tile_file_sizes(tok, tokens.numpy(), np.full(len(images), k)))
+        bar = tqdm(total=len(images), desc=f"bench {tok.name}", unit="img", disable=None if progress else True)
+        for i in range(len(images)):
+            ladders = {codec.name: _Ladder(codec, originals_pil[i], images[i : i + 1], feature) for codec in found}
+            for k in ks:
+                q, ms, sizes = per_k[k]
+                rec: dict[str, Any] = {
+                    "model": tok.name,
+                    "image": paths[i].name,
+                    "k": k,
+                    "bitpacked_bytes": tok.bytes_for(k),
+                    "file_bytes": int(sizes[i]),
+                    **{m: float(v[i]) for m, v in q.items()},
+                    "ms_ssim": None if ms is None else float(ms[i]),
+                }
+                rec["codecs"] = {name: ladder.record(rec) for name, ladder in ladders.items()}
+                result.records.append(rec)
+            bar.update(1)
+        bar.close()
+        result.models.append(info)
+        # Side by side at equal bytes: the first images at full length, vtok vs each codec.
+        recon = tok.decode(tokens)
+        for i in range(min(4, len(images))):
+            rec = next(
+                r
+                for r in result.records
+                if r["model"] == tok.name and r["image"] == paths[i].name and r["k"] == tok.num_tokens
+            )
+            row, labels = (
+                [originals_pil[i], tensor_to_pil(recon[i])],
+                ["original", f"vtok {tok.name}: {rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}"],
+            )
+            for codec in found:
+                best = codec.best_within(originals_pil[i], rec["file_bytes"])
+                f = best or codec.smallest(originals_pil[i])
+                q = _quality(f.image, images[i : i + 1], None)
+                note = "within budget" if best else "smallest possible"
+                row.append(f.image)
+                labels.append(f"{codec.name}: {f.bytes} B ({note})\nSSIM {q['ssim']:.3f}")
+            result.sheet.append((row, labels))
+    return result
+
+
+@torch.no_grad()
+def _pooled(feature, images: torch.Tensor) -> torch.Tensor:
+    return torch.cat([feature.backbone(chunk)[-1].mean((2, 3)) for chunk in images.split(32)])
+
+
+@torch.no_grad()
+def _quality(image_pil, reference: torch.Tensor, feature, reference_features=None) -> dict[str, float]:
+    x = _to01(image_pil)
+    out = {"psnr": float(psnr(x, reference).clamp(max=99)), "ssim": float(ssim(x, reference))}
+    if feature:
+        ref = reference_features if reference_features is not None else feature.features(reference)
+        out["feature_distance"] = float(feature.from_features(feature.features(x), ref))
+    return out
+
+
+class _Ladder:
+    """One codec on one image: each quality setting encoded and scored at most once, so the
+    equal-bytes and bytes-to-match searches for every k share their work."""
+
+    def __init__(self, codec, original, reference: torch.Tensor, feature):
+        self.codec, self.original, self.reference, self.feature = codec, original, reference, feature
+        self.reference_features = feature.features(reference) if feature else None
+        self.files: dict[int, Any] = {}
+        self.scores: dict[int, dict[str, float]] = {}
+
+    def file(self, quality: int):
+        if quality not in self.files:
+            self.files[quality] = self.codec.encode(self.original, quality)
+        return self.files[quality]
+
+    def score(self, quality: int) -> dict[str, float]:
+        if quality not in self.scores:
+            self.scores[quality] = _quality(
+                self.file(quality).image, self.reference, self.feature, self.reference_features
+            )
+        return self.scores[quality]
+
+    def _highest(self, ok) -> int | None:
+        """Highest setting for which ok holds, assuming ok is True up to a point, then False."""
+        lo, hi = self.codec.qualities
+        best = None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        return best
+
+    def record(self, vtok_rec: dict) -> dict[str, Any]:
+        budget = vtok_rec["file_bytes"]
+        low, high = self.codec.qualities
+        out: dict[str, Any] = {"smallest_bytes": self.file(low).bytes}
+        q = self._highest(lambda x: self.file(x).bytes <= budget)
+        if q is None:
+            out["at_budget"] = None  # cannot get this small: recorded, never averaged away
+        else:
+            out["at_budget"] = {"bytes": self.file(q).bytes, "quality": q, **self.score(q)}
+        out["to_match"] = {}
+        for metric in METRICS:
+            if metric not in vtok_rec:
+                continue
+            target = vtok_rec[metric]
+            if metric == "feature_distance":
+
+                def reaches(x, m=metric, t=target):
+                    return self.score(x)[m] <= t
+            else:
+
+                def reaches(x, m=metric, t=target):
+                    return self.score(x)[m] >= t
+
+            # The lowest setting that reaches the target is one above the highest that does not.
+            below = self._highest(lambda x, r=reaches: not r(x))
+            first = low if below is None else below + 1
+            if first > high or not reaches(first):
+                out["to_match"][metric] = None
+            else:
+                out["to_match"][metric] = {"bytes": self.file(first).bytes, "ratio": self.file(first).bytes / budget}
+        return out
+
+
+def summarize(result: BenchResult) -> dict[str, Any]:
+    """Means with 95% confidence intervals, reach and win rates, median byte ratios."""
+    summary: dict[str, Any] = {}
+    for info in result.models:
+        name = info["name"]
+        rows = [r for r in result.records if r["model"] == name]
+        per_k = {}
+        for k in sorted({r["k"] for r in rows}):
+            rk = [r for r in rows if r["k"] == k]
+            entry: dict[str, Any] = {"images": len(rk), "bitpacked_bytes": rk[0]["bitpacked_bytes"]}
+            entry["file_bytes"] = _mean_ci([r["file_bytes"] for r in rk])
+            for m in (*METRICS, "ms_ssim"):
+                vals = [r[m] for r in rk if r.get(m) is not None]
+                if vals:
+                    entry[m] = _mean_ci(vals)
+            entry["codecs"] = {}
+            for codec in rk[0]["codecs"]:
+                recs = [r["codecs"][codec] for r in rk]
+                reached = [c for c in recs if c["at_budget"] is not None]
+                c_entry: dict[str, Any] = {
+                    "reach_rate": len(reached) / len(recs),
+                    "median_smallest_bytes": float(np.median([c["smallest_bytes"] for c in recs])),
+                }
+                for m in METRICS:
+                    if m not in rk[0]:
+                        continue
+                    better = (lambda a, b: a <= b) if m == "feature_distance" else (lambda a, b: a >= b)
+                    wins = sum(1 for r, c in zip(rk, recs) if c["at_budget"] is None or better(r[m], c["at_budget"][m]))
+                    c_entry[f"vtok_win_rate_{m}"] = wins / len(rk)
+                    ratios = [c["to_match"][m]["ratio"] for c in recs if c["to_match"].get(m)]
+                    c_entry[f"median_byte_ratio_{m}"] = float(np.median(ratios)) if ratios else None
+                    c_entry[f"never_matched_{m}"] = sum(1 for c in recs if c["to_match"].get(m) is None) / len(recs)
+                entry["codecs"][codec] = c_entry
+            per_k[str(k)] = entry
+        summary[name] = per_k
+    return summary
+
+
+def _mean_ci(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    half = 1.96 * a.std(ddof=1) / math.sqrt(len(a)) if len(a) > 1 else 0.0
+    return {"mean": float(a.mean()), "ci95": float(half)}
+
+
+def default_out_dir(folder: str | os.PathLike) -> Path:
+    return Path("bench_out") / Path(folder).name

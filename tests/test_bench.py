@@ -1,0 +1,123 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vtok
+from vtok.bench import available_codecs, run_bench, summarize, write_report
+from vtok.bench.run import frechet_distance
+from vtok.cli import main
+from vtok.demo import sample_images
+from vtok.metrics import ms_ssim, token_statistics
+
+
+@pytest.fixture(scope="module")
+def small_photo():
+    return Image.open(sample_images()[1]).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS)
+
+
+def test_equal_bytes_search_never_exceeds_the_budget(small_photo):
+    codecs, _ = available_codecs()
+    assert {c.name for c in codecs} >= {"jpeg", "webp"}
+    for codec in codecs:
+        smallest = codec.smallest(small_photo).bytes
+        for budget in (smallest - 1, smallest, smallest + 150, 5000):
+            f = codec.best_within(small_photo, budget)
+            if budget < smallest:
+                assert f is None
+            else:
+                assert f is not None and f.bytes <= budget
+
+
+def test_bytes_to_reach_finds_the_cheapest_setting(small_photo):
+    codec = next(c for c in available_codecs(("jpeg",))[0])
+    ref = torch.from_numpy(np.asarray(small_photo)).permute(2, 0, 1)[None].float() / 255
+
+    def quality(im):
+        x = torch.from_numpy(np.asarray(im)).permute(2, 0, 1)[None].float() / 255
+        return float(vtok.metrics.psnr(x, ref))
+
+    f = codec.bytes_to_reach(small_photo, quality, 30.0)
+    assert f is not None and quality(f.image) >= 30.0
+    if f.quality > 1:  # one setting lower no longer reaches it
+        assert quality(codec.encode(small_photo, f.quality - 1).image) < 30.0
+    assert codec.bytes_to_reach(small_photo, quality, 200.0) is None
+
+
+def test_missing_codec_is_named_not_fatal():
+    found, missing = available_codecs(("jpeg", "bmpzip"))
+    assert [c.name for c in found] == ["jpeg"] and "bmpzip" in missing
+
+
+def test_ms_ssim_identical_is_one_and_small_images_are_none():
+    x = torch.rand(1, 3, 176, 176)
+    assert float(ms_ssim(x, x)) == pytest.approx(1.0, abs=1e-5)
+    assert ms_ssim(x[..., :128, :128], x[..., :128, :128]) is None
+    assert float(ms_ssim(x, (x + 0.2 * torch.randn_like(x)).clamp(0, 1))) < 0.95
+
+
+def test_frechet_distance_zero_for_same_set_and_grows_with_shift():
+    a = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + 1.0) == pytest.approx(8.0, rel=0.05)  # |mu shift|^2 = 8
+
+
+def test_token_statistics_hand_computed():
+    tokens = np.array([[0, 1], [0, 1], [2, 3], [2, 3]])
+    st = token_statistics(tokens, vocab=8)
+    assert st["codebook_usage"] == 0.5
+    assert st["unigram_entropy_bits"] == pytest.approx(2.0)
+    assert st["per_position_entropy_bits"] == pytest.approx([1.0, 1.0])
+    assert st["bigram_conditional_entropy_bits"] == pytest.approx(0.0)  # the second token is determined
+
+
+def test_small_end_to_end_bench_writes_parsable_reports(tiny_model_dir, photo_dirs, tmp_path):
+    result = run_bench([tiny_model_dir], photo_dirs[1], codecs=("jpeg", "webp"), limit=3, progress=False)
+    ks = [1, 2, 4, 8]
+    assert len(result.records) == 3 * len(ks)  # every image at every k: none dropped
+    for rec in result.records:
+        for codec in ("jpeg", "webp"):
+            c = rec["codecs"][codec]
+            assert c["at_budget"] is None or c["at_budget"]["bytes"] <= rec["file_bytes"]
+            assert c["smallest_bytes"] > 0
+    files = write_report(result, tmp_path / "report", folder=photo_dirs[1])
+    data = json.loads(files["json"].read_text())
+    assert data["summary"] == json.loads(json.dumps(summarize(result), default=float))
+    assert "| 8 |" in files["markdown"].read_text()
+    for key in ("quality_vs_bytes_png", "quality_vs_bytes_svg", "quality_vs_k_png", "tokens_png", "sheet_png", "html"):
+        assert files[key].is_file() and files[key].stat().st_size > 0
+    assert Image.open(files["sheet_png"]).width > 3 * 32
+
+
+def test_bench_cli_and_its_errors(tiny_model_dir, photo_dirs, tmp_path, capsys):
+    out = tmp_path / "b"
+    assert (
+        main(
+            [
+                "bench",
+                str(tiny_model_dir),
+                str(photo_dirs[1]),
+                "--out",
+                str(out),
+                "--limit",
+                "2",
+                "--codecs",
+                "jpeg",
+                "--no-perceptual",
+            ]
+        )
+        == 0
+    )
+    assert (out / "index.html").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["bench", str(tiny_model_dir), str(empty), "--out", str(out)]) == 2
+    assert "no image files" in capsys.readouterr().err
+    assert (
+        main(["bench", str(photo_dirs[1]), str(photo_dirs[1]), "--out", str(out)]) == 2
+    )  # a folder that is not a model
+    assert main(["bench", str(tiny_model_dir), "--out", str(out)]) == 2  # no image folder after the model
+    with pytest.raises(SystemExit):
+        main(["bench", str(tiny_model_dir)])  # argparse: --out is required
