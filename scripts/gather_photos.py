@@ -7,7 +7,7 @@ package's /usr/share/doc/PACKAGE/copyright; they are not committed to the reposi
 
     python scripts/gather_photos.py data/photos        # installs the packages with apt-get
 
-Writes data/photos/train/*.jpg (shorter side <= 1024) and data/photos/heldout/*.png: 8 square
+Writes data/photos/train/*.jpg (shorter side <= 1024) and data/photos/heldout/*.png: 10 square
 crops of random scale per held-out photo plus the sample photos that ship inside
 scikit-image, scikit-learn and matplotlib, 256x256 each.
 """
@@ -87,7 +87,7 @@ HELDOUT = [
     U + "sunset_by_Aitzol_Berasategi.jpg",
     U + "Kleiber_by_Lukas_Baubkus.jpg",
 ]
-CROPS_PER_HELDOUT = 8
+CROPS_PER_HELDOUT = 10
 CROP_SIZE = 256
 
 
