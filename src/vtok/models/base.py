@@ -15,7 +15,21 @@ from torch import nn
 
 from ..quantizers import FSQ, VQ, Quantizer
 
-__all__ = ["ModelOutput", "TokenizerModel", "build_quantizer"]
+__all__ = ["ConvTrunkConfig", "ModelOutput", "TokenizerModel", "build_quantizer"]
+
+
+@dataclass
+class ConvTrunkConfig:
+    """What every architecture shares: resolution, the convolutional trunk and the quantizer."""
+
+    image_size: int = 128
+    patch: int = 4
+    channels: tuple[int, ...] = (64, 128, 256)
+    blocks_per_stage: int = 1
+    quantizer: str = "fsq"
+    fsq_levels: tuple[int, ...] = field(default_factory=lambda: (8, 8, 8, 5, 5, 5))
+    vq_codebook_size: int = 4096
+    vq_dim: int = 8
 
 
 @dataclass
@@ -44,6 +58,16 @@ class TokenizerModel(nn.Module):
     image_size: int
     num_tokens: int
     quantizer: Quantizer
+
+    def _setup_trunk(self, c: ConvTrunkConfig) -> None:
+        """Set config, image_size, grid (the feature grid's side) and quantizer from `c`."""
+        factor = c.patch * 2 ** (len(c.channels) - 1)
+        if c.image_size % factor:
+            raise ValueError(f"image_size {c.image_size} must be a multiple of {factor}")
+        self.config = c
+        self.image_size = c.image_size
+        self.grid = c.image_size // factor
+        self.quantizer = build_quantizer(c.quantizer, c.fsq_levels, c.vq_codebook_size, c.vq_dim)
 
     @property
     def codebook_size(self) -> int:

@@ -8,27 +8,20 @@ learned mask code. It exists as the reference users know, not for variable lengt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .base import TokenizerModel, build_quantizer
+from .base import ConvTrunkConfig, TokenizerModel
 from .blocks import ConvDecoder, ConvEncoder
 
 __all__ = ["Grid2DConfig", "Grid2DTokenizer"]
 
 
 @dataclass
-class Grid2DConfig:
-    image_size: int = 128
-    patch: int = 4
-    channels: tuple[int, ...] = (64, 128, 256)
-    blocks_per_stage: int = 1
-    quantizer: str = "fsq"
-    fsq_levels: tuple[int, ...] = field(default_factory=lambda: (8, 8, 8, 5, 5, 5))
-    vq_codebook_size: int = 4096
-    vq_dim: int = 8
+class Grid2DConfig(ConvTrunkConfig):
+    """The shared trunk settings are all there is: K is the number of grid cells."""
 
 
 class Grid2DTokenizer(TokenizerModel):
@@ -37,14 +30,8 @@ class Grid2DTokenizer(TokenizerModel):
     def __init__(self, config: Grid2DConfig):
         super().__init__()
         c = config
-        factor = c.patch * 2 ** (len(c.channels) - 1)
-        if c.image_size % factor:
-            raise ValueError(f"image_size {c.image_size} must be a multiple of {factor}")
-        self.config = c
-        self.image_size = c.image_size
-        self.grid = c.image_size // factor
+        self._setup_trunk(c)
         self.num_tokens = self.grid * self.grid
-        self.quantizer = build_quantizer(c.quantizer, c.fsq_levels, c.vq_codebook_size, c.vq_dim)
         d = self.quantizer.dim
         self.stem = ConvEncoder(c.patch, c.channels, c.blocks_per_stage)
         self.to_code = nn.Conv2d(c.channels[-1], d, 1)

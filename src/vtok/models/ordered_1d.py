@@ -18,32 +18,24 @@ Two vtok choices, both for training on a CPU:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .base import TokenizerModel, build_quantizer
+from .base import ConvTrunkConfig, TokenizerModel
 from .blocks import ConvDecoder, ConvEncoder, Transformer, zigzag_dct_basis
 
 __all__ = ["Ordered1DConfig", "Ordered1DTokenizer"]
 
 
 @dataclass
-class Ordered1DConfig:
-    image_size: int = 128
-    patch: int = 4
-    channels: tuple[int, ...] = (64, 128, 256)
-    blocks_per_stage: int = 1
+class Ordered1DConfig(ConvTrunkConfig):
     width: int = 256
     encoder_depth: int = 4
     decoder_depth: int = 4
     heads: int = 4
     num_tokens: int = 64
-    quantizer: str = "fsq"
-    fsq_levels: tuple[int, ...] = field(default_factory=lambda: (8, 8, 8, 5, 5, 5))
-    vq_codebook_size: int = 4096
-    vq_dim: int = 8
 
 
 class Ordered1DTokenizer(TokenizerModel):
@@ -52,16 +44,10 @@ class Ordered1DTokenizer(TokenizerModel):
     def __init__(self, config: Ordered1DConfig):
         super().__init__()
         c = config
-        factor = c.patch * 2 ** (len(c.channels) - 1)
-        if c.image_size % factor:
-            raise ValueError(f"image_size {c.image_size} must be a multiple of {factor}")
-        self.config = c
-        self.image_size = c.image_size
+        self._setup_trunk(c)
         self.num_tokens = c.num_tokens
-        self.grid = c.image_size // factor
         positions = self.grid * self.grid
         feat = c.channels[-1]
-        self.quantizer = build_quantizer(c.quantizer, c.fsq_levels, c.vq_codebook_size, c.vq_dim)
         d = self.quantizer.dim
         basis = zigzag_dct_basis(self.grid, c.num_tokens)  # (K, P)
 
