@@ -115,6 +115,13 @@ def test_adaptive_length_meets_its_target_or_reports(coder_with_prior, photo):
     assert not (worse[torch.from_numpy(mid.counts) > 1] >= 0.05).all()  # one token fewer would miss somewhere
 
 
+def test_perceptual_target(coder_with_prior, photo):
+    loose = encode_image(photo, coder_with_prior, perceptual=1e6)  # any reconstruction is close enough
+    assert loose.unmet_tiles == 0 and loose.counts.max() == 1
+    strict = encode_image(photo, coder_with_prior, perceptual=0.0)  # only a perfect copy would do
+    assert strict.unmet_tiles == strict.tiles and strict.counts.min() == coder_with_prior.num_tokens
+
+
 def test_max_bytes_is_never_exceeded(coder_with_prior, photo):
     for budget in (60, 100, 400):
         enc = encode_image(photo, coder_with_prior, max_bytes=budget)

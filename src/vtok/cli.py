@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--tokens", type=int, help="tokens per tile (default: all K)")
     target.add_argument("--psnr", type=float, help="smallest k per tile reaching this PSNR (dB)")
     target.add_argument("--ssim", type=float, help="smallest k per tile reaching this SSIM")
+    target.add_argument("--perceptual", type=float, help="smallest k per tile whose feature distance is at most this")
     target.add_argument("--max-bytes", type=int, help="largest file size in bytes")
     en.add_argument("--coding", choices=["ans", "bitpack"], help="default: ans when the model has a prior")
     en.set_defaults(func=_cmd_encode)

@@ -21,28 +21,33 @@ def image_sheet(
     labels: list[list[str]] | None = None,
     title: str | None = None,
     cell: int | None = None,
+    cell_height: int | None = None,
 ) -> Image.Image:
-    """A grid of images, each with up to three lines of caption under it."""
+    """A grid of images, each with up to three lines of caption under it. Cells are `cell`
+    wide and `cell_height` high (default: square)."""
     if not rows or not rows[0]:
         raise ValueError("nothing to draw")
     cell = cell or max(96, max(im.width for row in rows for im in row))
+    cell_h = cell_height or cell
     pad, caption = 6, 44
     top = 28 if title else 0
     cols = max(len(r) for r in rows)
-    sheet = Image.new("RGB", (pad + cols * (cell + pad), top + pad + len(rows) * (cell + caption + pad)), "white")
+    sheet = Image.new("RGB", (pad + cols * (cell + pad), top + pad + len(rows) * (cell_h + caption + pad)), "white")
     draw = ImageDraw.Draw(sheet)
     font = _font(12)
     if title:
         draw.text((pad, 6), title, fill="black", font=_font(16))
     for r, row in enumerate(rows):
         for c, im in enumerate(row):
-            x, y = pad + c * (cell + pad), top + pad + r * (cell + caption + pad)
-            if im.size != (cell, cell):
-                im = im.resize((cell, cell), Image.Resampling.NEAREST if im.width < cell else Image.Resampling.BICUBIC)
+            x, y = pad + c * (cell + pad), top + pad + r * (cell_h + caption + pad)
+            if im.size != (cell, cell_h):
+                im = im.resize(
+                    (cell, cell_h), Image.Resampling.NEAREST if im.width < cell else Image.Resampling.BICUBIC
+                )
             sheet.paste(im, (x, y))
             if labels and r < len(labels) and c < len(labels[r]):
                 for i, line in enumerate(labels[r][c].split("\n")[:3]):
-                    draw.text((x + 2, y + cell + 2 + 13 * i), line, fill="black", font=font)
+                    draw.text((x + 2, y + cell_h + 2 + 13 * i), line, fill="black", font=font)
     return sheet
 
 

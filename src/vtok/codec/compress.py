@@ -75,8 +75,23 @@ def _as_array(image) -> np.ndarray:
     raise ImageError(f"unsupported image input of type {type(image).__name__}")
 
 
+@functools.lru_cache(maxsize=1)
+def _feature_distance():
+    from ..metrics.perceptual import create_feature_distance
+
+    return create_feature_distance()
+
+
 def _quality(metric: str, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return psnr_metric(recon, target).clamp(max=99) if metric == "psnr" else ssim_metric(recon, target)
+    """Higher is better for every metric: the feature distance enters negated."""
+    if metric == "psnr":
+        return psnr_metric(recon, target).clamp(max=99)
+    if metric == "ssim":
+        return ssim_metric(recon, target)
+    if metric == "perceptual":
+        with torch.no_grad():
+            return -_feature_distance()(recon, target)
+    raise ConfigError(f"unknown quality metric {metric!r}")
 
 
 def _decode_prefixes(tok: Tokenizer, tokens: torch.Tensor, counts: torch.Tensor, batch: int = 64) -> torch.Tensor:
@@ -87,8 +102,11 @@ def _decode_prefixes(tok: Tokenizer, tokens: torch.Tensor, counts: torch.Tensor,
 def choose_prefix_lengths(
     tok: Tokenizer, tiles: torch.Tensor, tokens: torch.Tensor, metric: str, target: float
 ) -> tuple[torch.Tensor, int]:
-    """Per tile, the smallest k whose decoding reaches `target` ("psnr" dB or "ssim"); tiles that
-    cannot reach it get K. Returns (lengths (T,), number of tiles that could not reach it)."""
+    """Per tile, the smallest k whose decoding reaches `target` ("psnr" dB, "ssim", or "perceptual":
+    an EffNet-Lite0 feature distance at most `target`); tiles that cannot reach it get K.
+    Returns (lengths (T,), number of tiles that could not reach it)."""
+    if metric == "perceptual":
+        target = -float(target)  # _quality negates the distance so that higher is better
     k_max = tok.num_tokens
     full = _quality(metric, _decode_prefixes(tok, tokens, torch.full((len(tokens),), k_max)), tiles)
     met = full >= target
@@ -122,12 +140,14 @@ def encode_image(
     tokens: int | None = None,
     psnr: float | None = None,
     ssim: float | None = None,
+    perceptual: float | None = None,
     max_bytes: int | None = None,
     coding: str | None = None,
     overlap: int | None = None,
 ) -> Encoded:
-    """Encode one image of any size. Give at most one of: tokens (per tile), psnr (dB),
-    ssim, max_bytes (whole file). With none, every tile keeps all K tokens."""
+    """Encode one image of any size. Give at most one of: tokens (per tile), psnr (dB), ssim,
+    perceptual (largest EffNet-Lite0 feature distance per tile), max_bytes (whole file).
+    With none, every tile keeps all K tokens."""
     tok = _tokenizer(model)
     chosen = [
         name
@@ -135,7 +155,7 @@ def encode_image(
         if v is not None
     ]
     if len(chosen) > 1:
-        raise ConfigError(f"give at most one of tokens, psnr, ssim, max_bytes (got {', '.join(chosen)})")
+        raise ConfigError(f"give at most one of tokens, psnr, ssim, perceptual, max_bytes (got {', '.join(chosen)})")
     if tok.num_tokens > 255:
         raise ConfigError(f"the .vtok format stores up to 255 tokens per tile; this model has {tok.num_tokens}")
     coding = coding or ("ans" if tok.prior is not None else "bitpack")
@@ -155,9 +175,10 @@ def encode_image(
     tiles = split_tiles(array, layout)  # (T, 3, S, S)
     ids = tok.encode(tiles)  # (T, K)
     unmet = 0
-    if psnr is not None or ssim is not None:
-        metric, target = ("psnr", float(psnr)) if psnr is not None else ("ssim", float(ssim))
-        counts, unmet = choose_prefix_lengths(tok, tiles, ids, metric, target)
+    quality_targets = {"psnr": psnr, "ssim": ssim, "perceptual": perceptual}
+    metric = next((m for m, v in quality_targets.items() if v is not None), None)
+    if metric is not None:
+        counts, unmet = choose_prefix_lengths(tok, tiles, ids, metric, float(quality_targets[metric]))
     else:
         k = tok._check_num_tokens(tokens) if tokens is not None else tok.num_tokens
         counts = torch.full((layout.count,), k, dtype=torch.long)
