@@ -112,6 +112,12 @@ def test_unreadable_training_files_are_skipped_and_counted(photo_dirs, tmp_path)
     )
     trainer = Trainer(cfg)
     assert len(trainer.train_files) == 3 and len(trainer.unreadable) == 1
+    # A file whose header reads but whose data is cut short fails later, while training: counted too.
+    good = sorted(train.glob("*.jpg"))[0]
+    good.write_bytes(good.read_bytes()[:400])
+    trainer = Trainer(cfg)
+    trainer.fit()
+    assert any(p.name == good.name for p in trainer.unreadable)
 
 
 def test_empty_training_folder_is_a_clear_error(tmp_path):

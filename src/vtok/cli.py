@@ -28,7 +28,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .train import Trainer, load_config
 
     config = load_config(args.config, args.overrides)
-    folder = Trainer(config).fit(resume=args.resume)
+    trainer = Trainer(config)
+    folder = trainer.fit(resume=args.resume)
+    if trainer.unreadable:
+        print(f"skipped {len(trainer.unreadable)} unreadable image file(s), e.g. {trainer.unreadable[0]}")
     print(f"trained model in {folder}")
 
 

@@ -245,6 +245,13 @@ class Trainer:
                 self.save_checkpoint()
         if bar is not None:
             bar.close()
+        if dataset.failed and self.is_main:  # only seen in-process; workers keep their own count
+            self.unreadable += sorted(dataset.failed)
+            log.warning(
+                "%d training image(s) failed to decode and were skipped, e.g. %s",
+                len(dataset.failed),
+                min(dataset.failed),
+            )
         if self.step >= c.optim.steps and not (self.out_dir / "model" / "config.json").is_file():
             self.evaluate_and_export()
         if self.world_size > 1:
