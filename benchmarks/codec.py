@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 import vtok
-from vtok.codec import choose_prefix_lengths, encode_image, single_tile_file_sizes
+from vtok.codec import allocate_prefix_lengths, choose_prefix_lengths, encode_image, single_tile_file_sizes
 from vtok.codec.entropy import ans_decode, ans_encode, pack_tokens
 from vtok.evaluate import load_folder
 from vtok.metrics import psnr, ssim
@@ -73,8 +73,12 @@ def adaptive_vs_fixed(tok, images, targets) -> list[dict]:
         fixed_bytes.append(float(single_tile_file_sizes(tok, tok_np, np.full(n, k)).mean()))
     order = np.argsort(fixed_ssim)
     rows = []
-    for target in targets:
-        counts, unmet = choose_prefix_lengths(tok, images, tokens, "ssim", target)
+    for allocation, target in [("per-tile", t) for t in targets] + [("mean", t) for t in targets]:
+        if allocation == "mean":
+            counts, met = allocate_prefix_lengths(tok, images, tokens, "ssim", target)
+            unmet = 0 if met else n
+        else:
+            counts, unmet = choose_prefix_lengths(tok, images, tokens, "ssim", target)
         per_image = ssim(tok.decode_prefixes(tokens, counts), images)
         mean_ssim = float(per_image.mean())
         mean_bytes = float(single_tile_file_sizes(tok, tok_np, counts.numpy()).mean())
@@ -83,6 +87,7 @@ def adaptive_vs_fixed(tok, images, targets) -> list[dict]:
         same = float(np.interp(mean_ssim, np.array(fixed_ssim)[order], np.array(fixed_bytes)[order]))
         rows.append(
             {
+                "allocation": allocation,
                 "target_ssim": target,
                 "adaptive_mean_ssim": mean_ssim,
                 "adaptive_bytes": mean_bytes,
@@ -206,7 +211,7 @@ def main() -> None:
     )
     for r in report["adaptive"]:
         print(
-            f"{r['target_ssim']:>11.2f} {r['adaptive_mean_ssim']:>13.3f} {r['mean_tokens']:>6.1f} {r['adaptive_bytes']:>10.1f} "
+            f"{r['allocation']:>10} {r['target_ssim']:>11.2f} {r['adaptive_mean_ssim']:>13.3f} {r['mean_tokens']:>6.1f} {r['adaptive_bytes']:>10.1f} "
             f"{r['fixed_k_bytes_at_same_ssim']:>9.1f} {100 * r['saving']:>6.1f}% {r['images_meeting_target']:>3}/{r['images']}"
         )
     if Path(args.large).is_file():

@@ -214,3 +214,26 @@ def test_ans_without_prior_is_a_clear_error(photo):
     tok = vtok.create_tokenizer("ordered1d-tiny")
     with pytest.raises(vtok.ConfigError, match="no token prior"):
         encode_image(photo, tok, coding="ans")
+
+
+def test_mean_allocation_meets_the_mean_with_no_more_bits_than_a_fixed_k(coder_with_prior, photo):
+    from vtok.codec import allocate_prefix_lengths
+
+    tok = coder_with_prior
+    layout = TileLayout(photo.shape[1], photo.shape[0], tok.image_size, 4)
+    tiles = split_tiles(photo, layout)
+    tokens = tok.encode(tiles)
+    bits = tok.prior.prefix_bits(tokens.numpy())
+    for k in (2, 4):  # both on the allocation's ladder
+        fixed = vtok.metrics.ssim(tok.decode(tokens[:, :k]), tiles).mean().item()
+        counts, met = allocate_prefix_lengths(tok, tiles, tokens, "ssim", fixed)
+        assert met
+        achieved = vtok.metrics.ssim(tok.decode_prefixes(tokens, counts), tiles).mean().item()
+        assert achieved >= fixed - 1e-6
+        assert bits[np.arange(len(tokens)), counts.numpy() - 1].sum() <= bits[:, k - 1].sum() + 1e-6
+    counts, met = allocate_prefix_lengths(tok, tiles, tokens, "ssim", 2.0)  # SSIM cannot exceed 1
+    assert not met and counts.min() == tok.num_tokens
+    enc = encode_image(photo, tok, ssim=0.2, allocation="mean")
+    assert decode_file(enc.data, tok)[0].shape == photo.shape
+    with pytest.raises(vtok.ConfigError, match="allocation"):
+        encode_image(photo, tok, ssim=0.2, allocation="greedy")

@@ -98,6 +98,7 @@ def _cmd_encode(args: argparse.Namespace) -> None:
                 ssim=args.ssim,
                 max_bytes=args.max_bytes,
                 coding=args.coding,
+                allocation=args.allocation,
             )
         except VtokError as e:
             if len(files) == 1:
@@ -216,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--perceptual", type=float, help="smallest k per tile whose feature distance is at most this")
     target.add_argument("--max-bytes", type=int, help="largest file size in bytes")
     en.add_argument("--coding", choices=["ans", "bitpack"], help="default: ans when the model has a prior")
+    en.add_argument(
+        "--allocation",
+        choices=["per-tile", "mean"],
+        default="per-tile",
+        help="per-tile: every tile reaches the target; mean: the image's mean does, with the fewest bytes",
+    )
     en.set_defaults(func=_cmd_encode)
 
     de = sub.add_parser("decode", help="decode .vtok files into PNGs at their original size")

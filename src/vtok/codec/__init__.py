@@ -2,6 +2,7 @@
 
 from .compress import (
     Encoded,
+    allocate_prefix_lengths,
     choose_prefix_lengths,
     compress,
     decode_file,
@@ -16,6 +17,7 @@ __all__ = [
     "Encoded",
     "FormatError",
     "TokenPrior",
+    "allocate_prefix_lengths",
     "choose_prefix_lengths",
     "compress",
     "decode_file",

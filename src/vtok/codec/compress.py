@@ -127,6 +127,46 @@ def choose_prefix_lengths(
     return lo, int((~met).sum())
 
 
+def allocate_prefix_lengths(
+    tok: Tokenizer, tiles: torch.Tensor, tokens: torch.Tensor, metric: str, target: float
+) -> tuple[torch.Tensor, bool]:
+    """Rate-distortion allocation: prefix lengths that reach a MEAN quality over all tiles with the
+    fewest bits. Each tile is decoded at a ladder of k (1, 2, 3, 4, 6, 8, ... K); a prefix costs its
+    bits under the prior (k * log2 V without one); for a multiplier lam every tile takes the k that
+    maximises quality - lam * bits, and lam is bisected until the mean quality meets `target`.
+    Returns (lengths (T,), whether the target was met)."""
+    k_max = tok.num_tokens
+    ladder = sorted({max(1, min(k_max, round(2 ** (i / 2)))) for i in range(2 * int(np.log2(k_max)) + 2)} | {k_max})
+    sign = -1.0 if metric == "perceptual" else 1.0
+    quality = torch.stack(
+        [_quality(metric, _decode_prefixes(tok, tokens, torch.full((len(tokens),), k)), tiles) for k in ladder]
+    ).numpy()  # (C, T), higher is better
+    goal = sign * float(target)
+    if tok.prior is not None:
+        bits = tok.prior.prefix_bits(tokens.cpu().numpy())[:, np.array(ladder) - 1].T  # (C, T)
+    else:
+        bits = np.array(ladder, dtype=np.float64)[:, None] * tok.bits_per_token * np.ones((1, len(tokens)))
+    columns = np.arange(len(tokens))
+
+    def choose(lam: float) -> np.ndarray:
+        return np.argmax(quality - lam * bits, axis=0)
+
+    best = choose(0.0)
+    if quality[best, columns].mean() < goal:
+        return torch.full((len(tokens),), k_max, dtype=torch.long), False
+    lo, hi = 0.0, 1.0
+    while quality[choose(hi), columns].mean() >= goal and hi < 1e6:
+        hi *= 4
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if quality[choose(mid), columns].mean() >= goal:
+            lo = mid
+        else:
+            hi = mid
+    picks = choose(lo)
+    return torch.tensor(np.array(ladder)[picks], dtype=torch.long), True
+
+
 def _payload(tok: Tokenizer, coding: int, tokens: np.ndarray, counts: np.ndarray) -> bytes:
     if coding == ANS:
         return ans_encode(tokens, counts, tok.prior)
@@ -144,10 +184,13 @@ def encode_image(
     max_bytes: int | None = None,
     coding: str | None = None,
     overlap: int | None = None,
+    allocation: str = "per-tile",
 ) -> Encoded:
     """Encode one image of any size. Give at most one of: tokens (per tile), psnr (dB), ssim,
     perceptual (largest EffNet-Lite0 feature distance per tile), max_bytes (whole file).
-    With none, every tile keeps all K tokens."""
+    With none, every tile keeps all K tokens. `allocation` says how a quality target is met:
+    "per-tile" (every tile reaches it, or keeps all K and is counted in unmet_tiles) or "mean" (the
+    mean over tiles reaches it with the fewest bits: rate-distortion allocation)."""
     tok = _tokenizer(model)
     chosen = [
         name
@@ -177,7 +220,12 @@ def encode_image(
     unmet = 0
     quality_targets = {"psnr": psnr, "ssim": ssim, "perceptual": perceptual}
     metric = next((m for m, v in quality_targets.items() if v is not None), None)
-    if metric is not None:
+    if allocation not in ("per-tile", "mean"):
+        raise ConfigError(f"allocation must be 'per-tile' or 'mean', got {allocation!r}")
+    if metric is not None and allocation == "mean":
+        counts, met = allocate_prefix_lengths(tok, tiles, ids, metric, float(quality_targets[metric]))
+        unmet = 0 if met else layout.count
+    elif metric is not None:
         counts, unmet = choose_prefix_lengths(tok, tiles, ids, metric, float(quality_targets[metric]))
     else:
         k = tok._check_num_tokens(tokens) if tokens is not None else tok.num_tokens

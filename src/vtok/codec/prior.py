@@ -76,6 +76,16 @@ class TokenPrior:
         positions, symbols = self.flatten(tokens, counts)
         return float(sum(-np.log2(self.probs[d][positions, symbols[:, d]]).sum() for d in range(len(self.alphabets))))
 
+    def prefix_bits(self, tokens: np.ndarray) -> np.ndarray:
+        """(T, K) full sequences -> (T, K): ideal bits of the first 1, 2, ..., K tokens of each."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        t, k = tokens.shape
+        symbols = tokens_to_symbols(tokens.reshape(-1), self.alphabets).reshape(t, k, len(self.alphabets))
+        bits = np.zeros((t, k))
+        for d in range(len(self.alphabets)):
+            bits -= np.log2(self.probs[d][np.arange(k)[None, :], symbols[:, :, d]])
+        return np.cumsum(bits, axis=1)
+
     def flatten(self, tokens: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(T, K) tokens + (T,) prefix lengths -> (positions (M,), symbols (M, D)) of the kept tokens."""
         keep = np.arange(tokens.shape[1])[None, :] < counts[:, None]
