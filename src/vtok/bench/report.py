@@ -116,6 +116,7 @@ def _plots(result: BenchResult, summary: dict[str, Any], out: Path) -> dict[str,
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError as e:
         raise OptionalDependencyError("matplotlib", "plot", "bench plots") from e
     files: dict[str, Path] = {}
@@ -129,21 +130,30 @@ def _plots(result: BenchResult, summary: dict[str, Any], out: Path) -> dict[str,
             xs = [e["file_bytes"]["mean"] for e in per_k.values()]
             ax.plot(xs, [e[m]["mean"] for e in per_k.values()], marker="o", label=f"vtok {name}")
         codecs = sorted({c for r in result.records for c in r["codecs"]})
-        for codec in codecs:
-            pts = [
-                (r["codecs"][codec]["at_budget"]["bytes"], r["codecs"][codec]["at_budget"][m])
-                for r in result.records
-                if r["codecs"][codec]["at_budget"]
-            ]
-            smallest = [r["codecs"][codec]["smallest_bytes"] for r in result.records]
-            if pts:
-                ax.scatter(*zip(*pts), s=8, alpha=0.4, label=f"{codec} (within vtok's bytes)")
-            ax.axvline(float(sorted(smallest)[len(smallest) // 2]), ls=":", lw=1, color="grey")
+        for j, codec in enumerate(codecs):
+            # Each codec at the quality vtok reaches with k tokens: the mean bytes it needs to match
+            # it image by image (images it never matches are left out and counted in the table).
+            xs, ys = [], []
+            for name, per_k in summary.items():
+                for k, e in per_k.items():
+                    matched = [
+                        r["codecs"][codec]["to_match"][m]["bytes"]
+                        for r in result.records
+                        if r["model"] == name and str(r["k"]) == k and r["codecs"][codec]["to_match"].get(m)
+                    ]
+                    if matched:
+                        xs.append(sum(matched) / len(matched))
+                        ys.append(e[m]["mean"])
+            if xs:
+                ax.plot(xs, ys, marker="s", ms=4, ls="--", color=f"C{j + 1}", label=f"{codec}: bytes to match vtok")
+            smallest = sorted(r["codecs"][codec]["smallest_bytes"] for r in result.records)
+            ax.axvline(float(smallest[len(smallest) // 2]), ls=":", lw=1, color=f"C{j + 1}")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on a log axis
         ax.set(xlabel="bytes per image (log)", ylabel=label)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
-    fig.suptitle("quality vs bytes (dotted: median smallest file each codec can make)", fontsize=10)
+    fig.suptitle("quality vs bytes per 128x128 image; dotted: median smallest file each codec can make", fontsize=10)
     fig.tight_layout()
     for ext in ("png", "svg"):
         fig.savefig(out / f"quality_vs_bytes.{ext}", dpi=110)
