@@ -85,7 +85,6 @@ def _cmd_encode(args: argparse.Namespace) -> None:
     out = Path(args.output)
     single = len(files) == 1 and out.suffix == ".vtok"
     failed = 0
-    total_in = total_out = 0
     for path in _progress(files, "encode"):
         target = out if single else out / (path.stem + ".vtok")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -108,8 +107,6 @@ def _cmd_encode(args: argparse.Namespace) -> None:
             continue
         with atomic_path(target) as tmp:
             tmp.write_bytes(enc.data)
-        total_in += path.stat().st_size
-        total_out += len(enc.data)
         note = f", {enc.unmet_tiles} tile(s) could not reach the target" if enc.unmet_tiles else ""
         print(f"{path} -> {target}: {len(enc.data)} bytes, {enc.tiles} tile(s), {int(enc.counts.sum())} tokens{note}")
     if failed:

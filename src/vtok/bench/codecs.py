@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..errors import OptionalDependencyError
 
-__all__ = ["Codec", "CodecFile", "available_codecs", "CODEC_NAMES"]
+__all__ = ["Codec", "CodecFile", "CodecLadder", "available_codecs", "CODEC_NAMES"]
 
 
 @dataclass
@@ -50,34 +50,52 @@ class Codec:
 
     def best_within(self, image: Image.Image, budget: int) -> CodecFile | None:
         """The highest-quality file of at most `budget` bytes, or None when none exists."""
-        lo, hi = self.qualities
-        best = None
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            f = self.encode(image, mid)
-            if f.bytes <= budget:
-                best, lo = f, mid + 1
-            else:
-                hi = mid - 1
-        if best is None:
-            low = self.smallest(image)
-            return low if low.bytes <= budget else None
-        return best
+        return CodecLadder(self, image).best_within(budget)
 
     def bytes_to_reach(
         self, image: Image.Image, quality_of: Callable[[Image.Image], float], target: float
     ) -> CodecFile | None:
         """The smallest-setting file whose quality_of(decoded) >= target, or None when none reaches it."""
-        lo, hi = self.qualities
+        ladder = CodecLadder(self, image)
+        return ladder.cheapest_reaching(lambda q: quality_of(ladder.file(q).image) >= target)
+
+
+class CodecLadder:
+    """One codec on one image, each quality setting encoded at most once: the searches for
+    every byte budget and quality target of a bench share their work."""
+
+    def __init__(self, codec: Codec, image: Image.Image):
+        self.codec, self.image = codec, image
+        self._files: dict[int, CodecFile] = {}
+
+    def file(self, quality: int) -> CodecFile:
+        if quality not in self._files:
+            self._files[quality] = self.codec.encode(self.image, quality)
+        return self._files[quality]
+
+    def _highest(self, ok: Callable[[int], bool]) -> int | None:
+        """Highest setting for which ok holds, assuming ok is True up to a point, then False."""
+        lo, hi = self.codec.qualities
         best = None
         while lo <= hi:
             mid = (lo + hi) // 2
-            f = self.encode(image, mid)
-            if quality_of(f.image) >= target:
-                best, hi = f, mid - 1
+            if ok(mid):
+                best, lo = mid, mid + 1
             else:
-                lo = mid + 1
+                hi = mid - 1
         return best
+
+    def best_within(self, budget: int) -> CodecFile | None:
+        q = self._highest(lambda x: self.file(x).bytes <= budget)
+        return None if q is None else self.file(q)
+
+    def cheapest_reaching(self, reaches: Callable[[int], bool]) -> CodecFile | None:
+        """The lowest setting that reaches: one above the highest that does not."""
+        below = self._highest(lambda x: not reaches(x))
+        first = self.codec.qualities[0] if below is None else below + 1
+        if first > self.codec.qualities[1] or not reaches(first):
+            return None
+        return self.file(first)
 
 
 def _jpeg(im, buf, q):

@@ -19,7 +19,6 @@ import os
 import resource
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,15 +27,16 @@ import torch
 from ..codec import single_tile_file_sizes
 from ..errors import ImageError
 from ..evaluate import load_folder
-from ..images import tensor_to_pil
+from ..images import pil_to_tensor, tensor_to_pil
 from ..metrics.pixel import ms_ssim, psnr, ssim
 from ..metrics.tokens import token_statistics
 from ..tokenizer import Tokenizer, load
-from .codecs import CODEC_NAMES, available_codecs
+from .codecs import CODEC_NAMES, CodecLadder, available_codecs
 
 __all__ = ["BenchResult", "run_bench", "frechet_distance"]
 
 METRICS = ("psnr", "ssim", "feature_distance")
+SHEET_IMAGES = 4  # images shown side by side at equal bytes
 
 
 @dataclass
@@ -49,12 +49,6 @@ class BenchResult:
     sheet: list[tuple[list[Any], list[str]]] = field(
         default_factory=list
     )  # (PIL images, labels) rows; not saved as JSON
-
-
-def _to01(t: torch.Tensor) -> torch.Tensor:
-    from ..images import pil_to_tensor
-
-    return pil_to_tensor(t)[None]
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -134,9 +128,13 @@ def run_bench(
                 q["feature_distance"] = feature(recon, images)
                 info["fid_style"][str(k)] = frechet_distance(orig_feats, _pooled(feature, recon))
             per_k[k] = (q, ms_ssim(recon, images), single_tile_file_sizes(tok, tokens.numpy(), np.full(len(images), k)))
+        sheet_ladders: list[dict[str, _Scored]] = []
+        sheet_records: list[dict[str, Any]] = []
         bar = tqdm(total=len(images), desc=f"bench {tok.name}", unit="img", disable=None if progress else True)
         for i in range(len(images)):
-            ladders = {codec.name: _Ladder(codec, originals_pil[i], images[i : i + 1], feature) for codec in found}
+            ladders = {codec.name: _Scored(codec, originals_pil[i], images[i : i + 1], feature) for codec in found}
+            if i < SHEET_IMAGES:
+                sheet_ladders.append(ladders)
             for k in ks:
                 q, ms, sizes = per_k[k]
                 rec: dict[str, Any] = {
@@ -150,28 +148,22 @@ def run_bench(
                 }
                 rec["codecs"] = {name: ladder.record(rec) for name, ladder in ladders.items()}
                 result.records.append(rec)
+                if i < SHEET_IMAGES and k == tok.num_tokens:
+                    sheet_records.append(rec)
             bar.update(1)
         bar.close()
         result.models.append(info)
         # Side by side at equal bytes: the first images at full length, vtok vs each codec.
-        recon = tok.decode(tokens)
-        for i in range(min(4, len(images))):
-            rec = next(
-                r
-                for r in result.records
-                if r["model"] == tok.name and r["image"] == paths[i].name and r["k"] == tok.num_tokens
-            )
-            row, labels = (
-                [originals_pil[i], tensor_to_pil(recon[i])],
-                ["original", f"vtok {tok.name}: {rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}"],
-            )
-            for codec in found:
-                best = codec.best_within(originals_pil[i], rec["file_bytes"])
-                f = best or codec.smallest(originals_pil[i])
-                q = _quality(f.image, images[i : i + 1], None)
+        recon = tok.decode(tokens[:SHEET_IMAGES])
+        for i, (rec, ladders) in enumerate(zip(sheet_records, sheet_ladders)):
+            row = [originals_pil[i], tensor_to_pil(recon[i])]
+            labels = ["original", f"vtok {tok.name}: {rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}"]
+            for name, ladder in ladders.items():
+                best = ladder.best_within(rec["file_bytes"])
+                f = best or ladder.file(ladder.codec.qualities[0])
                 note = "within budget" if best else "smallest possible"
                 row.append(f.image)
-                labels.append(f"{codec.name}: {f.bytes} B ({note})\nSSIM {q['ssim']:.3f}")
+                labels.append(f"{name}: {f.bytes} B ({note})\nSSIM {ladder.score(f.quality)['ssim']:.3f}")
             result.sheet.append((row, labels))
     return result
 
@@ -183,7 +175,7 @@ def _pooled(feature, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _quality(image_pil, reference: torch.Tensor, feature, reference_features=None) -> dict[str, float]:
-    x = _to01(image_pil)
+    x = pil_to_tensor(image_pil)[None]
     out = {"psnr": float(psnr(x, reference).clamp(max=99)), "ssim": float(ssim(x, reference))}
     if feature:
         ref = reference_features if reference_features is not None else feature.features(reference)
@@ -191,70 +183,38 @@ def _quality(image_pil, reference: torch.Tensor, feature, reference_features=Non
     return out
 
 
-class _Ladder:
-    """One codec on one image: each quality setting encoded and scored at most once, so the
-    equal-bytes and bytes-to-match searches for every k share their work."""
+class _Scored(CodecLadder):
+    """A codec ladder whose decoded files are also scored at most once."""
 
     def __init__(self, codec, original, reference: torch.Tensor, feature):
-        self.codec, self.original, self.reference, self.feature = codec, original, reference, feature
+        super().__init__(codec, original)
+        self.reference, self.feature = reference, feature
         self.reference_features = feature.features(reference) if feature else None
-        self.files: dict[int, Any] = {}
-        self.scores: dict[int, dict[str, float]] = {}
-
-    def file(self, quality: int):
-        if quality not in self.files:
-            self.files[quality] = self.codec.encode(self.original, quality)
-        return self.files[quality]
+        self._scores: dict[int, dict[str, float]] = {}
 
     def score(self, quality: int) -> dict[str, float]:
-        if quality not in self.scores:
-            self.scores[quality] = _quality(
+        if quality not in self._scores:
+            self._scores[quality] = _quality(
                 self.file(quality).image, self.reference, self.feature, self.reference_features
             )
-        return self.scores[quality]
-
-    def _highest(self, ok) -> int | None:
-        """Highest setting for which ok holds, assuming ok is True up to a point, then False."""
-        lo, hi = self.codec.qualities
-        best = None
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            if ok(mid):
-                best, lo = mid, mid + 1
-            else:
-                hi = mid - 1
-        return best
+        return self._scores[quality]
 
     def record(self, vtok_rec: dict) -> dict[str, Any]:
         budget = vtok_rec["file_bytes"]
-        low, high = self.codec.qualities
-        out: dict[str, Any] = {"smallest_bytes": self.file(low).bytes}
-        q = self._highest(lambda x: self.file(x).bytes <= budget)
-        if q is None:
-            out["at_budget"] = None  # cannot get this small: recorded, never averaged away
-        else:
-            out["at_budget"] = {"bytes": self.file(q).bytes, "quality": q, **self.score(q)}
+        out: dict[str, Any] = {"smallest_bytes": self.file(self.codec.qualities[0]).bytes}
+        best = self.best_within(budget)
+        # A codec that cannot get this small is recorded as such, never averaged away.
+        out["at_budget"] = (
+            None if best is None else {"bytes": best.bytes, "quality": best.quality, **self.score(best.quality)}
+        )
         out["to_match"] = {}
         for metric in METRICS:
             if metric not in vtok_rec:
                 continue
-            target = vtok_rec[metric]
-            if metric == "feature_distance":
-
-                def reaches(x, m=metric, t=target):
-                    return self.score(x)[m] <= t
-            else:
-
-                def reaches(x, m=metric, t=target):
-                    return self.score(x)[m] >= t
-
-            # The lowest setting that reaches the target is one above the highest that does not.
-            below = self._highest(lambda x, r=reaches: not r(x))
-            first = low if below is None else below + 1
-            if first > high or not reaches(first):
-                out["to_match"][metric] = None
-            else:
-                out["to_match"][metric] = {"bytes": self.file(first).bytes, "ratio": self.file(first).bytes / budget}
+            sign = -1.0 if metric == "feature_distance" else 1.0  # lower distance is better
+            target = sign * vtok_rec[metric]
+            match = self.cheapest_reaching(lambda x, m=metric, s=sign, t=target: s * self.score(x)[m] >= t)
+            out["to_match"][metric] = None if match is None else {"bytes": match.bytes, "ratio": match.bytes / budget}
         return out
 
 
@@ -300,7 +260,3 @@ def _mean_ci(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
     half = 1.96 * a.std(ddof=1) / math.sqrt(len(a)) if len(a) > 1 else 0.0
     return {"mean": float(a.mean()), "ci95": float(half)}
-
-
-def default_out_dir(folder: str | os.PathLike) -> Path:
-    return Path("bench_out") / Path(folder).name

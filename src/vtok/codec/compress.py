@@ -112,7 +112,6 @@ def choose_prefix_lengths(
     met = full >= target
     lo = torch.ones(len(tokens), dtype=torch.long)
     hi = torch.full((len(tokens),), k_max, dtype=torch.long)
-    hi[~met] = k_max
     lo[~met] = k_max
     while True:
         open_ = lo < hi
