@@ -61,3 +61,63 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny() -> vtok.Tokenizer:
     torch.manual_seed(0)
     return vtok.create_tokenizer("ordered1d-tiny")
+
+
+def torchvision_alexnet_trunk() -> torch.nn.Sequential:
+    """torchvision's ``alexnet().features``, written out by hand."""
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+    )  # fmt: skip
+
+
+def torchvision_vgg16_trunk() -> torch.nn.Sequential:
+    """torchvision's ``vgg16().features``, written out by hand."""
+    layers: list[torch.nn.Module] = []
+    c = 3
+    for width, convs in [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]:
+        for _ in range(convs):
+            layers += [torch.nn.Conv2d(c, width, 3, padding=1), torch.nn.ReLU()]
+            c = width
+        layers.append(torch.nn.MaxPool2d(2, 2))
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.fixture(scope="session")
+def metric_weight_files(tmp_path_factory) -> dict[str, Path]:
+    """Published-metric weight files shaped like the real ones (random values), made here:
+    torchvision's vgg16/alexnet ImageNet files (with a classifier), the LPIPS authors' linear
+    layers, and pytorch-fid's Inception file (with its 1008-way fc, no batch-norm counters)."""
+    from safetensors.torch import save_file
+
+    from vtok.metrics.inception import InceptionV3Features
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("metric_weights")
+    files = {}
+    for net, trunk, channels in (
+        ("vgg", torchvision_vgg16_trunk(), (64, 128, 256, 512, 512)),
+        ("alex", torchvision_alexnet_trunk(), (64, 192, 384, 256, 256)),
+    ):
+        state = {f"features.{k}": v for k, v in trunk.state_dict().items()}
+        state["classifier.6.weight"] = torch.zeros(1000, 4096)
+        files[net] = root / f"{net}_imagenet.pth"
+        torch.save(state, files[net])
+        files[f"lpips_{net}"] = root / f"lpips_{net}.safetensors"
+        save_file(
+            {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(channels)},
+            str(files[f"lpips_{net}"]),
+        )
+    inception = InceptionV3Features()
+    state = {k: v for k, v in inception.state_dict().items() if not k.endswith("num_batches_tracked")}
+    for k in state:
+        if k.endswith("running_var"):
+            state[k] = torch.rand_like(state[k]) + 0.5  # non-trivial statistics the loader must carry over
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1008, 2048), torch.zeros(1008)
+    files["inception"] = root / "pt_inception.pth"
+    torch.save(state, files["inception"])
+    return files

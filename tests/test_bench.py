@@ -121,3 +121,42 @@ def test_bench_cli_and_its_errors(tiny_model_dir, photo_dirs, tmp_path, capsys):
     assert main(["bench", str(tiny_model_dir), "--out", str(out)]) == 2  # no image folder after the model
     with pytest.raises(SystemExit):
         main(["bench", str(tiny_model_dir)])  # argparse: --out is required
+
+
+def test_bench_with_lpips_and_fid_from_user_files(tiny_model_dir, photo_dirs, metric_weight_files, tmp_path, capsys):
+    from vtok.metrics.lpips import LPIPS
+
+    w = metric_weight_files
+    lpips = LPIPS(w["alex"], w["lpips_alex"], net="alex")
+    result = run_bench(
+        [tiny_model_dir],
+        photo_dirs[1],
+        codecs=("jpeg",),
+        limit=3,
+        perceptual=False,
+        lpips=lpips,
+        inception=w["inception"],
+        progress=False,
+    )
+    for rec in result.records:
+        assert rec["lpips"] >= 0 and "feature_distance" not in rec
+        at = rec["codecs"]["jpeg"]["at_budget"]
+        assert at is None or at["lpips"] >= 0
+        assert "lpips" in rec["codecs"]["jpeg"]["to_match"]
+    fid = result.models[0]["fid"]
+    assert list(fid) == ["1", "2", "4", "8"] and all(v >= 0 for v in fid.values())
+    summary = summarize(result)[result.models[0]["name"]]
+    assert "median_byte_ratio_lpips" in summary["8"]["codecs"]["jpeg"]
+    md = write_report(result, tmp_path / "r")["markdown"].read_text()
+    assert "| LPIPS |" in md and "| FID |" in md and "bytes to match LPIPS" in md
+
+    out = tmp_path / "cli"
+    args = ["bench", str(tiny_model_dir), str(photo_dirs[1]), "--out", str(out), "--limit", "2", "--codecs", ""]
+    assert main([*args, "--no-perceptual", "--lpips", str(w["vgg"]), str(w["lpips_vgg"])]) == 0
+    assert "| LPIPS |" in (out / "summary.md").read_text()
+    capsys.readouterr()
+    assert main([*args, "--lpips", str(w["vgg"]), str(w["lpips_vgg"]), "--lpips-net", "alex"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vtok: error:") and "AlexNet" in err and err.count("\n") == 1
+    assert main([*args, "--fid-inception", str(w["vgg"])]) == 2
+    assert "Inception" in capsys.readouterr().err

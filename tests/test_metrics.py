@@ -59,39 +59,3 @@ def test_perceptual_backbone_from_a_bad_local_file_is_a_clear_error(tmp_path):
     torch.save({"not": torch.zeros(1)}, bad)
     with pytest.raises(vtok.ModelLoadError):
         create_feature_distance(weights=bad)
-
-
-def test_lpips_vgg_loads_user_files_and_behaves(tmp_path):
-    import vtok
-    from vtok.metrics.perceptual import LPIPS, VGG16Features
-
-    assert VGG16Features.taps[-1] == 29  # relu5_3 in torchvision's numbering
-
-    torch.manual_seed(0)
-    # Files the test creates, shaped like torchvision's vgg16 and the LPIPS authors' vgg.pth.
-    layers, c = [], 3
-    for v in VGG16Features.layout:
-        if v == "M":
-            layers.append(torch.nn.MaxPool2d(2, 2))
-        else:
-            layers += [torch.nn.Conv2d(c, v, 3, padding=1), torch.nn.ReLU()]
-            c = v
-    vgg_state = {f"features.{k}": v for k, v in torch.nn.Sequential(*layers).state_dict().items()}
-    torch.save(vgg_state, tmp_path / "vgg16.pth")
-    lins = {f"lin{i}.model.1.weight": torch.rand(1, ch, 1, 1) for i, ch in enumerate(LPIPS.channels)}
-    from safetensors.torch import save_file
-
-    save_file(lins, str(tmp_path / "lpips_vgg.safetensors"))
-    metric = LPIPS(tmp_path / "vgg16.pth", tmp_path / "lpips_vgg.safetensors")
-    x = torch.rand(2, 3, 64, 64)
-    assert torch.allclose(metric(x, x), torch.zeros(2), atol=1e-7)
-    near = metric(x, (x + 0.02 * torch.randn_like(x)).clamp(0, 1))
-    far = metric(x, torch.rand_like(x))
-    assert (near < far).all() and (near > 0).all()
-
-    with pytest.raises(vtok.ModelLoadError, match="LPIPS"):
-        LPIPS(tmp_path / "vgg16.pth", tmp_path / "vgg16.pth")
-    with pytest.raises(vtok.ModelLoadError, match="VGG16"):
-        LPIPS(tmp_path / "lpips_vgg.safetensors", tmp_path / "lpips_vgg.safetensors")
-    with pytest.raises(vtok.ModelLoadError, match="no such"):
-        LPIPS(tmp_path / "missing.pth", tmp_path / "lpips_vgg.safetensors")

@@ -19,3 +19,14 @@ def test_registry_lists_tiny_variant_of_every_architecture():
     names = vtok.list_tokenizers()
     for arch in ARCHITECTURES:
         assert f"{arch}-tiny" in names
+
+
+def test_subpackages_declare_their_public_names():
+    import vtok.bench
+    import vtok.metrics
+
+    for module in (vtok.metrics, vtok.bench):
+        public = {
+            n for n in dir(module) if not n.startswith("_") and not isinstance(getattr(module, n), types.ModuleType)
+        }
+        assert set(module.__all__) == public, module.__name__

@@ -153,7 +153,20 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_bench, write_report
 
     codecs = tuple(c.strip() for c in args.codecs.split(",") if c.strip()) if args.codecs else ()
-    result = run_bench(args.models, args.folder, codecs=codecs, limit=args.limit, perceptual=not args.no_perceptual)
+    lpips = None
+    if args.lpips:
+        from .metrics.lpips import LPIPS
+
+        lpips = LPIPS(*args.lpips, net=args.lpips_net)
+    result = run_bench(
+        args.models,
+        args.folder,
+        codecs=codecs,
+        limit=args.limit,
+        perceptual=not args.no_perceptual,
+        lpips=lpips,
+        inception=args.fid_inception,
+    )
     for name, why in result.missing_codecs.items():
         print(f"vtok: note: {name} left out: {why}", file=sys.stderr)
     files = write_report(result, args.out, folder=args.folder)
@@ -241,6 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--limit", type=int, help="use at most this many images")
     be.add_argument("--codecs", default="jpeg,webp,avif,jxl", help="comma-separated; '' for none")
     be.add_argument("--no-perceptual", action="store_true", help="skip the feature distance (no backbone needed)")
+    be.add_argument(
+        "--lpips",
+        nargs=2,
+        metavar=("BACKBONE_WEIGHTS", "LPIPS_WEIGHTS"),
+        help="also score LPIPS: torchvision's ImageNet VGG16 (or AlexNet) file and the LPIPS authors' "
+        "linear-layer file for the same net (.pth or .safetensors)",
+    )
+    be.add_argument("--lpips-net", choices=["vgg", "alex"], default="vgg", help="LPIPS backbone (default: vgg)")
+    be.add_argument(
+        "--fid-inception",
+        metavar="WEIGHTS",
+        help="also report FID per k: pytorch-fid's Inception file (pt_inception-2015-12-05-*.pth)",
+    )
     be.set_defaults(func=_cmd_bench)
 
     ls = sub.add_parser("list", help="list architectures and shipped pretrained models")
@@ -261,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except VtokError as e:
-        print(f"vtok: error: {e}", file=sys.stderr)
+        print(f"vtok: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("vtok: interrupted", file=sys.stderr)

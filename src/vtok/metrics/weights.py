@@ -1,0 +1,51 @@
+"""Reading third-party metric weights (LPIPS, VGG, AlexNet, Inception) from files the user gives.
+
+Nothing here downloads: the published metrics need published weights, and vtok never fetches
+them at run time. Torch files are read with ``weights_only=True`` (no unpickling of code).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelLoadError
+
+__all__ = ["load_state_dict_file", "load_strict"]
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local ``.safetensors`` or torch file; a ``{"state_dict": ...}`` wrapper is unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise ModelLoadError(f"{path}: unreadable weights ({str(e)[:200]})") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: str | Path) -> None:
+    """`module.load_state_dict(state, strict=True)`, failing with one line that names the mismatch."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = [
+            f"{len(keys)} {label} (first: {keys[0]})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong_shape))
+            if keys
+        ]
+        raise ModelLoadError(f"{path}: not {what} weights: tensors {'; '.join(parts)}")
+    module.load_state_dict(state, strict=True)
