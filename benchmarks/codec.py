@@ -7,15 +7,15 @@
    and ANS throughput in tokens/s on one core.
 2. Adaptive length: for SSIM targets, the smallest k per image that reaches it; compared with
    the fixed k that reaches the same mean SSIM (interpolated between fixed k), in payload bytes.
-3. A large held-out photo (1707x960) at vtok's smallest settings vs the smallest JPEG, WebP and
-   AVIF files Pillow can make, and each codec's best SSIM within vtok's byte size; writes
+3. A large held-out photo (1707x960) at vtok's smallest settings vs the smallest JPEG, WebP,
+   AVIF and JPEG XL files (the settings and search of `vtok bench`), and each codec's best SSIM
+   within vtok's byte size; writes
    docs/images/large_photo.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
 from pathlib import Path
@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 import vtok
+from vtok.bench.codecs import CodecLadder, available_codecs
 from vtok.codec import allocate_prefix_lengths, choose_prefix_lengths, encode_image, single_tile_file_sizes
 from vtok.codec.entropy import ans_decode, ans_encode, pack_tokens
 from vtok.evaluate import load_folder
@@ -101,17 +102,6 @@ def adaptive_vs_fixed(tok, images, targets) -> list[dict]:
     return rows
 
 
-def codec_file(img: Image.Image, fmt: str, quality: int) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "JPEG":
-        img.save(buf, "JPEG", quality=quality, optimize=True)
-    elif fmt == "WEBP":
-        img.save(buf, "WEBP", quality=quality, method=6)
-    else:
-        img.save(buf, "AVIF", quality=quality, speed=6)
-    return buf.getvalue()
-
-
 def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
 
@@ -139,33 +129,30 @@ def large_photo(tok, path: Path, out_png: Path) -> dict:
     small, big = result["vtok"][0], result["vtok"][-1]
     row1 = [(img, "original"), (recs[1], f"vtok 1 token/tile: {small['bytes']} B\nSSIM {small['ssim']:.3f}")]
     row2 = [(img, "original"), (recs[16], f"vtok 16 tokens/tile: {big['bytes']} B\nSSIM {big['ssim']:.3f}")]
-    for fmt in ("JPEG", "WEBP", "AVIF"):
-        qualities = (
-            (1, 2, 3, 5, 8, 12, 20, 30, 45, 60, 75, 90)
-            if fmt == "JPEG"
-            else (0, 1, 2, 3, 5, 8, 12, 20, 30, 45, 60, 75, 90)
+    codecs, _ = available_codecs()
+    for codec in codecs:
+        ladder = CodecLadder(codec, img)  # the same settings and search as `vtok bench`
+        smallest = ladder.file(codec.qualities[0])
+        entry = {"smallest_bytes": smallest.bytes, "ssim_of_smallest": float(ssim(to_tensor(smallest.image), ref))}
+        row1.append(
+            (smallest.image, f"{codec.name} smallest: {smallest.bytes} B\nSSIM {entry['ssim_of_smallest']:.3f}")
         )
-        files = {q: codec_file(img, fmt, q) for q in qualities}
-        smallest = min(files.values(), key=len)
-        srec = Image.open(io.BytesIO(smallest)).convert("RGB")
-        entry = {"smallest_bytes": len(smallest), "ssim_of_smallest": float(ssim(to_tensor(srec), ref))}
-        row1.append((srec, f"{fmt} smallest: {len(smallest)} B\nSSIM {entry['ssim_of_smallest']:.3f}"))
         for label, budget in (("small", small["bytes"]), ("large", big["bytes"])):
-            fits = [(q, b) for q, b in files.items() if len(b) <= budget]
-            if fits:
-                q, b = max(fits)
-                rec = Image.open(io.BytesIO(b)).convert("RGB")
+            best = ladder.best_within(budget)
+            if best is not None:
+                rec = to_tensor(best.image)
                 entry[f"at_{label}_budget"] = {
-                    "bytes": len(b),
-                    "quality": q,
-                    "ssim": float(ssim(to_tensor(rec), ref)),
-                    "psnr": float(psnr(to_tensor(rec), ref)),
+                    "bytes": best.bytes,
+                    "quality": best.quality,
+                    "ssim": float(ssim(rec, ref)),
+                    "psnr": float(psnr(rec, ref)),
                 }
                 if label == "large":
-                    row2.append((rec, f"{fmt} q={q}: {len(b)} B\nSSIM {entry['at_large_budget']['ssim']:.3f}"))
+                    text = f"{codec.name} q={best.quality}: {best.bytes} B\nSSIM {entry['at_large_budget']['ssim']:.3f}"
+                    row2.append((best.image, text))
             elif label == "large":
-                row2.append((srec, f"{fmt} cannot reach {budget} B\n(smallest shown)"))
-        result["codecs"][fmt] = entry
+                row2.append((smallest.image, f"{codec.name} cannot reach {budget} B\n(smallest shown)"))
+        result["codecs"][codec.name] = entry
     from vtok.viz import image_sheet, save_image_atomic
 
     def thumb(im):

@@ -160,3 +160,14 @@ def test_bench_with_lpips_and_fid_from_user_files(tiny_model_dir, photo_dirs, me
     assert err.startswith("vtok: error:") and "AlexNet" in err and err.count("\n") == 1
     assert main([*args, "--fid-inception", str(w["vgg"])]) == 2
     assert "Inception" in capsys.readouterr().err
+
+
+def test_models_sharing_a_name_are_reported_apart(tiny_model_dir, photo_dirs):
+    twin = vtok.load(tiny_model_dir)
+    result = run_bench(
+        [tiny_model_dir, twin, tiny_model_dir], photo_dirs[1], codecs=(), limit=2, perceptual=False, progress=False
+    )
+    names = [m["name"] for m in result.models]
+    assert len(set(names)) == 3
+    summary = summarize(result)
+    assert set(summary) == set(names) and all(e["1"]["images"] == 2 for e in summary.values())

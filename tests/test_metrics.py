@@ -59,3 +59,15 @@ def test_perceptual_backbone_from_a_bad_local_file_is_a_clear_error(tmp_path):
     torch.save({"not": torch.zeros(1)}, bad)
     with pytest.raises(vtok.ModelLoadError):
         create_feature_distance(weights=bad)
+
+
+def test_ms_ssim_hand_computed_for_flat_images():
+    # Flat images: every contrast-structure term is 1 and only the coarsest scale's luminance
+    # term l = (2ab + C1) / (a^2 + b^2 + C1), C1 = 0.01^2, remains, raised to its weight 0.1333.
+    from vtok.metrics import ms_ssim
+
+    a, b = 0.4, 0.6
+    x, y = torch.full((1, 3, 176, 176), a), torch.full((1, 3, 176, 176), b)
+    c1 = 0.01**2
+    expected = ((2 * a * b + c1) / (a * a + b * b + c1)) ** 0.1333
+    assert float(ms_ssim(x, y)) == pytest.approx(expected, rel=1e-4)

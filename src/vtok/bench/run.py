@@ -107,6 +107,7 @@ def run_bench(
     if not models:
         raise ImageError("give at least one model")
     toks = [m if isinstance(m, Tokenizer) else load(m) for m in models]
+    labels = _unique_labels(toks, models)
     found, missing = available_codecs(tuple(codecs))
     distances: dict[str, torch.nn.Module] = {}
     feature = None
@@ -123,14 +124,14 @@ def run_bench(
     result = BenchResult(models=[], records=[], missing_codecs=missing)
     from tqdm.auto import tqdm
 
-    for tok in toks:
+    for tok, label in zip(toks, labels):
         images, paths, skipped = load_folder(folder, tok.image_size, limit)
         result.skipped += skipped
         result.images = [str(p) for p in paths]
         tokens = tok.encode(images)
         ks = tok.prefix_lengths()
         info: dict[str, Any] = {
-            "name": tok.name,
+            "name": label,
             "image_size": tok.image_size,
             "num_tokens": tok.num_tokens,
             "bits_per_token": tok.bits_per_token,
@@ -156,7 +157,7 @@ def run_bench(
             per_k[k] = (q, ms_ssim(recon, images), single_tile_file_sizes(tok, tokens.numpy(), np.full(len(images), k)))
         sheet_ladders: list[dict[str, _Scored]] = []
         sheet_records: list[dict[str, Any]] = []
-        bar = tqdm(total=len(images), desc=f"bench {tok.name}", unit="img", disable=None if progress else True)
+        bar = tqdm(total=len(images), desc=f"bench {label}", unit="img", disable=None if progress else True)
         for i in range(len(images)):
             ladders = {codec.name: _Scored(codec, originals_pil[i], images[i : i + 1], distances) for codec in found}
             if i < SHEET_IMAGES:
@@ -164,7 +165,7 @@ def run_bench(
             for k in ks:
                 q, ms, sizes = per_k[k]
                 rec: dict[str, Any] = {
-                    "model": tok.name,
+                    "model": label,
                     "image": paths[i].name,
                     "k": k,
                     "bitpacked_bytes": tok.bytes_for(k),
@@ -183,7 +184,7 @@ def run_bench(
         recon = tok.decode(tokens[:SHEET_IMAGES])
         for i, (rec, ladders) in enumerate(zip(sheet_records, sheet_ladders)):
             row = [originals_pil[i], tensor_to_pil(recon[i])]
-            labels = ["original", f"vtok {tok.name}: {rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}"]
+            labels = ["original", f"vtok {label}: {rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}"]
             for name, ladder in ladders.items():
                 best = ladder.best_within(rec["file_bytes"])
                 f = best or ladder.file(ladder.codec.qualities[0])
@@ -192,6 +193,23 @@ def run_bench(
                 labels.append(f"{name}: {f.bytes} B ({note})\nSSIM {ladder.score(f.quality)['ssim']:.3f}")
             result.sheet.append((row, labels))
     return result
+
+
+def _unique_labels(toks: list[Tokenizer], sources: list) -> list[str]:
+    """Each model's name in the report; models that share a name are told apart by where they came
+    from (or their position), so their numbers are never pooled under one name."""
+    names = [tok.name for tok in toks]
+    labels = []
+    for i, (name, source) in enumerate(zip(names, sources)):
+        if names.count(name) == 1:
+            labels.append(name)
+        elif isinstance(source, Tokenizer):
+            labels.append(f"{name} #{i + 1}")
+        else:
+            labels.append(f"{name} ({source})")
+    if len(set(labels)) < len(labels):  # the same folder twice
+        labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
+    return labels
 
 
 @torch.no_grad()
