@@ -103,7 +103,7 @@ def adaptive_vs_fixed(tok, images, targets) -> list[dict]:
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
 
 
 def large_photo(tok, path: Path, out_png: Path) -> dict:

@@ -171,3 +171,29 @@ def test_models_sharing_a_name_are_reported_apart(tiny_model_dir, photo_dirs):
     assert len(set(names)) == 3
     summary = summarize(result)
     assert set(summary) == set(names) and all(e["1"]["images"] == 2 for e in summary.values())
+
+
+def test_paired_differences_are_per_image_and_hand_checkable(tiny_model_dir, photo_dirs, tmp_path):
+    from vtok.bench import paired_differences
+
+    torch.manual_seed(1)
+    other = vtok.create_tokenizer("ordered1d-tiny")
+    other.name = "other"
+    result = run_bench(
+        [tiny_model_dir, other, tiny_model_dir], photo_dirs[1], codecs=(), limit=3, perceptual=False, progress=False
+    )
+    paired = paired_differences(result)
+    first, second, third = (m["name"] for m in result.models)
+    assert {(p["a"], p["b"]) for p in paired} == {(first, second), (first, third), (second, third)}
+    entry = next(p for p in paired if p["a"] == first and p["b"] == second and p["k"] == 4)
+    ra = {r["image"]: r["psnr"] for r in result.records if r["model"] == first and r["k"] == 4}
+    rb = {r["image"]: r["psnr"] for r in result.records if r["model"] == second and r["k"] == 4}
+    diffs = [ra[i] - rb[i] for i in ra]
+    assert entry["images"] == 3
+    assert entry["psnr"]["mean"] == pytest.approx(np.mean(diffs))
+    assert entry["psnr"]["a_better_rate"] == pytest.approx(np.mean([d > 0 for d in diffs]))
+    for p in paired:
+        if (p["a"], p["b"]) == (first, third):  # the same model twice: no difference, never better
+            assert p["psnr"]["mean"] == 0 and p["psnr"]["a_better_rate"] == 0
+    md = write_report(result, tmp_path / "r")["markdown"].read_text()
+    assert "paired per-image differences" in md

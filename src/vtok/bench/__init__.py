@@ -2,6 +2,15 @@
 
 from .codecs import CODEC_NAMES, Codec, available_codecs
 from .report import write_report
-from .run import BenchResult, run_bench, summarize
+from .run import BenchResult, paired_differences, run_bench, summarize
 
-__all__ = ["CODEC_NAMES", "BenchResult", "Codec", "available_codecs", "run_bench", "summarize", "write_report"]
+__all__ = [
+    "CODEC_NAMES",
+    "BenchResult",
+    "Codec",
+    "available_codecs",
+    "paired_differences",
+    "run_bench",
+    "summarize",
+    "write_report",
+]

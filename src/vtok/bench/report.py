@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import OptionalDependencyError
 from ..tokenizer import atomic_path
-from .run import BenchResult, summarize
+from .run import BenchResult, paired_differences, summarize
 
 __all__ = ["write_report"]
 
@@ -32,6 +32,7 @@ def write_report(result: BenchResult, out_dir: str | Path, folder: str | Path | 
         "missing_codecs": result.missing_codecs,
         "models": result.models,
         "summary": summary,
+        "paired": paired_differences(result),
         "records": result.records,
     }
     _write(files["json"], json.dumps(payload, indent=1, default=float) + "\n")
@@ -121,6 +122,20 @@ def _markdown(result: BenchResult, summary: dict[str, Any]) -> str:
             f"decode {speed['decode_images_per_s_batch1']:.0f} / {speed['decode_images_per_s_batch32']:.0f} images/s "
             f"(batch 1 / 32); peak memory {speed['peak_rss_mb']:.0f} MB.",
         ]
+    paired = paired_differences(result)
+    if paired:
+        lines += ["", "## Side by side: paired per-image differences (a − b, mean ± 95% CI; how often a is better)", ""]
+        lines += ["| k | a | b | PSNR (dB) | SSIM | feature dist. | file bytes |", "|---|---|---|---|---|---|---|"]
+        for p in paired:
+            cells = [str(p["k"]), p["a"], p["b"]]
+            for m, digits in (("psnr", 2), ("ssim", 3), ("feature_distance", 3), ("file_bytes", 1)):
+                d = p.get(m)
+                cells.append(
+                    "–"
+                    if d is None
+                    else f"{d['mean']:+.{digits}f} ± {d['ci95']:.{digits}f} ({100 * d['a_better_rate']:.0f}%)"
+                )
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -172,7 +187,8 @@ def _plots(result: BenchResult, summary: dict[str, Any], out: Path) -> dict[str,
         ax.set(xlabel="bytes per image (log)", ylabel=label)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
-    fig.suptitle("quality vs bytes per 128x128 image; dotted: median smallest file each codec can make", fontsize=10)
+    sizes = " / ".join(sorted({f"{info['image_size']}x{info['image_size']}" for info in result.models}))
+    fig.suptitle(f"quality vs bytes per {sizes} image; dotted: median smallest file each codec can make", fontsize=10)
     fig.tight_layout()
     for ext in ("png", "svg"):
         fig.savefig(out / f"quality_vs_bytes.{ext}", dpi=110)

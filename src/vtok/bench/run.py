@@ -23,6 +23,7 @@ import os
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from ..metrics.tokens import token_statistics
 from ..tokenizer import Tokenizer, load
 from .codecs import CODEC_NAMES, CodecLadder, available_codecs
 
-__all__ = ["BenchResult", "run_bench", "frechet_distance"]
+__all__ = ["BenchResult", "run_bench", "summarize", "paired_differences", "frechet_distance"]
 
 METRICS = ("psnr", "ssim", "feature_distance", "lpips")  # every per-image quality a record can carry
 LOWER_IS_BETTER = frozenset({"feature_distance", "lpips"})
@@ -166,7 +167,7 @@ def run_bench(
                 q, ms, sizes = per_k[k]
                 rec: dict[str, Any] = {
                     "model": label,
-                    "image": paths[i].name,
+                    "image": _relative(paths[i], folder),
                     "k": k,
                     "bitpacked_bytes": tok.bytes_for(k),
                     "file_bytes": int(sizes[i]),
@@ -299,6 +300,42 @@ def summarize(result: BenchResult) -> dict[str, Any]:
             per_k[str(k)] = entry
         summary[name] = per_k
     return summary
+
+
+def paired_differences(result: BenchResult) -> list[dict[str, Any]]:
+    """Models side by side on the same images: for each pair (a, b) and each k both have, the mean
+    per-image difference a - b with a 95% CI and how often a is better, per metric and in bytes.
+    Image-to-image spread dominates each model's own CI; pairing removes it."""
+    index = {(r["model"], r["image"], r["k"]): r for r in result.records}
+    names = [m["name"] for m in result.models]
+    out = []
+    for pos, a in enumerate(names):
+        for b in names[pos + 1 :]:
+            for k in sorted({r["k"] for r in result.records if r["model"] == a}):
+                both = [
+                    (ra, index[(b, image, k)])
+                    for (model, image, kk), ra in index.items()
+                    if model == a and kk == k and (b, image, k) in index
+                ]
+                if not both:
+                    continue
+                entry: dict[str, Any] = {"a": a, "b": b, "k": k, "images": len(both)}
+                for m in (*METRICS, "file_bytes"):
+                    pairs = [(ra[m], rb[m]) for ra, rb in both if ra.get(m) is not None and rb.get(m) is not None]
+                    if not pairs:
+                        continue
+                    diffs = [x - y for x, y in pairs]
+                    a_better = (lambda d: d < 0) if m in LOWER_IS_BETTER or m == "file_bytes" else (lambda d: d > 0)
+                    entry[m] = {**_mean_ci(diffs), "a_better_rate": sum(map(a_better, diffs)) / len(diffs)}
+                out.append(entry)
+    return out
+
+
+def _relative(path, folder) -> str:
+    try:
+        return str(Path(path).relative_to(folder))
+    except ValueError:
+        return Path(path).name
 
 
 def _mean_ci(values: list[float]) -> dict[str, float]:
