@@ -75,6 +75,16 @@ def test_lpips_rejects_wrong_files_with_typed_errors(metric_weight_files):
         LPIPS(w["vgg"].with_name("missing.pth"), w["lpips_vgg"])
     with pytest.raises(vtok.ConfigError, match="alex"):
         LPIPS(w["vgg"], w["lpips_vgg"], net="squeeze")
+    for name, content in (("junk.pth", b"\x80junk" * 100), ("empty.pth", b""), ("junk.safetensors", b"{" * 50)):
+        (w["vgg"].parent / name).write_bytes(content)
+        with pytest.raises(vtok.ModelLoadError, match="empty|plain tensors|safetensors"):
+            LPIPS(w["vgg"].parent / name, w["lpips_vgg"])
+    with pytest.raises(vtok.ModelLoadError, match="folder"):
+        LPIPS(w["vgg"].parent, w["lpips_vgg"])
+    with pytest.raises(vtok.ModelLoadError, match="never unpickles"):  # code in a pickle is refused, not run
+        hostile = w["vgg"].with_name("hostile.pth")
+        torch.save({"features.0.weight": torch.nn.Identity()}, hostile)
+        LPIPS(hostile, w["lpips_vgg"])
     with pytest.raises(vtok.ModelLoadError, match="not a state dict"):
         bad = w["vgg"].with_name("list.pth")
         torch.save([torch.zeros(1)], bad)
