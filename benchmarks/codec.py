@@ -29,6 +29,7 @@ from vtok.bench.codecs import CodecLadder, available_codecs
 from vtok.codec import allocate_prefix_lengths, choose_prefix_lengths, encode_image, single_tile_file_sizes
 from vtok.codec.entropy import ans_decode, ans_encode, pack_tokens
 from vtok.evaluate import load_folder
+from vtok.images import pil_to_tensor
 from vtok.metrics import psnr, ssim
 
 torch.set_num_threads(1)
@@ -102,8 +103,8 @@ def adaptive_vs_fixed(tok, images, targets) -> list[dict]:
     return rows
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+def _batch(img: Image.Image) -> torch.Tensor:
+    return pil_to_tensor(img.convert("RGB"))[None]
 
 
 def large_photo(tok, path: Path, out_png: Path) -> dict:
@@ -112,7 +113,7 @@ def large_photo(tok, path: Path, out_png: Path) -> dict:
     img = Image.open(path).convert("RGB")
     scale = 960 / min(img.size)
     img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
-    ref = to_tensor(img)
+    ref = _batch(img)
     result = {"image": path.name, "size": img.size, "vtok": [], "codecs": {}}
     recs = {}
     for k in (1, 2, 4, 16):
@@ -122,8 +123,8 @@ def large_photo(tok, path: Path, out_png: Path) -> dict:
         q = {
             "tokens_per_tile": k,
             "bytes": len(data),
-            "ssim": float(ssim(to_tensor(rec), ref)),
-            "psnr": float(psnr(to_tensor(rec), ref)),
+            "ssim": float(ssim(_batch(rec), ref)),
+            "psnr": float(psnr(_batch(rec), ref)),
         }
         result["vtok"].append(q)
     small, big = result["vtok"][0], result["vtok"][-1]
@@ -133,14 +134,14 @@ def large_photo(tok, path: Path, out_png: Path) -> dict:
     for codec in codecs:
         ladder = CodecLadder(codec, img)  # the same settings and search as `vtok bench`
         smallest = ladder.file(codec.qualities[0])
-        entry = {"smallest_bytes": smallest.bytes, "ssim_of_smallest": float(ssim(to_tensor(smallest.image), ref))}
+        entry = {"smallest_bytes": smallest.bytes, "ssim_of_smallest": float(ssim(_batch(smallest.image), ref))}
         row1.append(
             (smallest.image, f"{codec.name} smallest: {smallest.bytes} B\nSSIM {entry['ssim_of_smallest']:.3f}")
         )
         for label, budget in (("small", small["bytes"]), ("large", big["bytes"])):
             best = ladder.best_within(budget)
             if best is not None:
-                rec = to_tensor(best.image)
+                rec = _batch(best.image)
                 entry[f"at_{label}_budget"] = {
                     "bytes": best.bytes,
                     "quality": best.quality,

@@ -23,6 +23,7 @@ def write_report(result: BenchResult, out_dir: str | Path, folder: str | Path | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(result)
+    paired = paired_differences(result)
     files = {"json": out / "bench.json", "markdown": out / "summary.md"}
     payload = {
         "protocol": "see vtok.bench.run module docstring",
@@ -32,11 +33,11 @@ def write_report(result: BenchResult, out_dir: str | Path, folder: str | Path | 
         "missing_codecs": result.missing_codecs,
         "models": result.models,
         "summary": summary,
-        "paired": paired_differences(result),
+        "paired": paired,
         "records": result.records,
     }
     _write(files["json"], json.dumps(payload, indent=1, default=float) + "\n")
-    _write(files["markdown"], _markdown(result, summary))
+    _write(files["markdown"], _markdown(result, summary, paired))
     try:
         files.update(_plots(result, summary, out))
     except OptionalDependencyError as e:
@@ -68,7 +69,7 @@ def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}×"
 
 
-def _markdown(result: BenchResult, summary: dict[str, Any]) -> str:
+def _markdown(result: BenchResult, summary: dict[str, Any], paired: list[dict[str, Any]]) -> str:
     lines = ["# vtok bench", ""]
     n = len(result.images)
     lines.append(f"{n} images. Mean ± 95% CI. Bytes: the .vtok file (entropy-coded when the model has a prior).")
@@ -122,7 +123,6 @@ def _markdown(result: BenchResult, summary: dict[str, Any]) -> str:
             f"decode {speed['decode_images_per_s_batch1']:.0f} / {speed['decode_images_per_s_batch32']:.0f} images/s "
             f"(batch 1 / 32); peak memory {speed['peak_rss_mb']:.0f} MB.",
         ]
-    paired = paired_differences(result)
     if paired:
         lines += ["", "## Side by side: paired per-image differences (a − b, mean ± 95% CI; how often a is better)", ""]
         lines += ["| k | a | b | PSNR (dB) | SSIM | feature dist. | file bytes |", "|---|---|---|---|---|---|---|"]

@@ -143,19 +143,13 @@ def run_bench(
             "fid": {},
         }
         originals_pil = [tensor_to_pil(x) for x in images]
-        orig_feats = _pooled(feature, images) if feature else None
-        orig_inception = _chunked(inception, images) if inception is not None else None
-        per_k = {}
+        quality, set_features = _score_prefixes(tok, tokens, images, distances, feature, inception)
         for k in ks:
-            recon = tok.decode(tokens[:, :k])
-            q = {"psnr": psnr(recon, images).clamp(max=99), "ssim": ssim(recon, images)}
-            for name, distance in distances.items():
-                q[name] = _chunked(distance, recon, images)
             if feature:
-                info["fid_style"][str(k)] = frechet_distance(orig_feats, _pooled(feature, recon))
+                info["fid_style"][str(k)] = frechet_distance(set_features["fid_style"][0], set_features["fid_style"][k])
             if inception is not None:
-                info["fid"][str(k)] = frechet_distance(orig_inception, _chunked(inception, recon))
-            per_k[k] = (q, ms_ssim(recon, images), single_tile_file_sizes(tok, tokens.numpy(), np.full(len(images), k)))
+                info["fid"][str(k)] = frechet_distance(set_features["fid"][0], set_features["fid"][k])
+        file_sizes = {k: single_tile_file_sizes(tok, tokens.numpy(), np.full(len(images), k)) for k in ks}
         sheet_ladders: list[dict[str, _Scored]] = []
         sheet_records: list[dict[str, Any]] = []
         bar = tqdm(total=len(images), desc=f"bench {label}", unit="img", disable=None if progress else True)
@@ -164,15 +158,13 @@ def run_bench(
             if i < SHEET_IMAGES:
                 sheet_ladders.append(ladders)
             for k in ks:
-                q, ms, sizes = per_k[k]
                 rec: dict[str, Any] = {
                     "model": label,
                     "image": _relative(paths[i], folder),
                     "k": k,
                     "bitpacked_bytes": tok.bytes_for(k),
-                    "file_bytes": int(sizes[i]),
-                    **{m: float(v[i]) for m, v in q.items()},
-                    "ms_ssim": None if ms is None else float(ms[i]),
+                    "file_bytes": int(file_sizes[k][i]),
+                    **{m: None if v is None else float(v[i]) for m, v in quality[k].items()},
                 }
                 rec["codecs"] = {name: ladder.record(rec) for name, ladder in ladders.items()}
                 result.records.append(rec)
@@ -185,14 +177,14 @@ def run_bench(
         recon = tok.decode(tokens[:SHEET_IMAGES])
         for i, (rec, ladders) in enumerate(zip(sheet_records, sheet_ladders)):
             row = [originals_pil[i], tensor_to_pil(recon[i])]
-            labels = ["original", f"vtok {label}: {rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}"]
+            captions = ["original", f"vtok {label}: {rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}"]
             for name, ladder in ladders.items():
                 best = ladder.best_within(rec["file_bytes"])
                 f = best or ladder.file(ladder.codec.qualities[0])
                 note = "within budget" if best else "smallest possible"
                 row.append(f.image)
-                labels.append(f"{name}: {f.bytes} B ({note})\nSSIM {ladder.score(f.quality)['ssim']:.3f}")
-            result.sheet.append((row, labels))
+                captions.append(f"{name}: {f.bytes} B ({note})\nSSIM {ladder.score(f.quality)['ssim']:.3f}")
+            result.sheet.append((row, captions))
     return result
 
 
@@ -214,15 +206,33 @@ def _unique_labels(toks: list[Tokenizer], sources: list) -> list[str]:
 
 
 @torch.no_grad()
-def _pooled(feature, images: torch.Tensor) -> torch.Tensor:
-    return torch.cat([feature.backbone(chunk)[-1].mean((2, 3)) for chunk in images.split(32)])
+def _score_prefixes(tok: Tokenizer, tokens: torch.Tensor, images: torch.Tensor, distances, feature, inception):
+    """Per-image quality of every prefix length, and set-level features for the Fréchet distances.
 
-
-@torch.no_grad()
-def _chunked(net: torch.nn.Module, *batches: torch.Tensor) -> torch.Tensor:
-    """`net(*batches)` a few images at a time, concatenated along the batch."""
-    chunks = zip(*(b.split(DISTANCE_CHUNK) for b in batches))
-    return torch.cat([net(*chunk) for chunk in chunks])
+    Works a chunk of images at a time (bounded memory for large backbones), so each original's
+    features are computed once for all k. Returns ({k: {metric: (N,) or None}},
+    {"fid_style"/"fid": {0 (originals) or k: (N, D)}})."""
+    ks = tok.prefix_lengths()
+    quality: dict[int, dict[str, list]] = {k: {} for k in ks}
+    set_nets = {"fid_style": (lambda x: feature.backbone(x)[-1].mean((2, 3))) if feature else None, "fid": inception}
+    set_nets = {name: net for name, net in set_nets.items() if net is not None}
+    pooled: dict[str, dict[int, list]] = {name: {k: [] for k in (0, *ks)} for name in set_nets}
+    for start in range(0, len(images), DISTANCE_CHUNK):
+        ref = images[start : start + DISTANCE_CHUNK]
+        ref_features = {name: d.features(ref) for name, d in distances.items()}
+        for name, net in set_nets.items():
+            pooled[name][0].append(net(ref))
+        for k in ks:
+            recon = tok.decode(tokens[start : start + DISTANCE_CHUNK, :k])
+            scores = {"psnr": psnr(recon, ref).clamp(max=99), "ssim": ssim(recon, ref), "ms_ssim": ms_ssim(recon, ref)}
+            for name, d in distances.items():
+                scores[name] = d.from_features(d.features(recon), ref_features[name])
+            for name, value in scores.items():
+                quality[k].setdefault(name, []).append(value)
+            for name, net in set_nets.items():
+                pooled[name][k].append(net(recon))
+    joined = {k: {m: None if v[0] is None else torch.cat(v) for m, v in q.items()} for k, q in quality.items()}
+    return joined, {name: {k: torch.cat(v) for k, v in per_k.items()} for name, per_k in pooled.items()}
 
 
 class _Scored(CodecLadder):

