@@ -29,7 +29,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     config = load_config(args.config, args.overrides)
     trainer = Trainer(config)
-    folder = trainer.fit(resume=args.resume)
+    folder = trainer.fit(resume=args.resume, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    if trainer.step < config.optim.steps:
+        print(f"stopped at step {trainer.step} of {config.optim.steps} (time limit); continue with --resume")
     if trainer.unreadable:
         print(f"skipped {len(trainer.unreadable)} unreadable image file(s), e.g. {trainer.unreadable[0]}")
     print(f"trained model in {folder}")
@@ -206,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="YAML file (see configs/)")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.steps=100")
     t.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt if present")
+    t.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop after this much wall time, with a checkpoint and an exported model (continue with --resume)",
+    )
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="PSNR/SSIM per prefix length on a folder of images")

@@ -81,6 +81,17 @@ register_variant(
 register_variant(
     "ordered1d-small", "ordered1d", channels=(32, 64, 128), width=192, encoder_depth=2, decoder_depth=2, heads=3
 )
+register_variant(
+    "ordered1d-medium",
+    "ordered1d",
+    channels=(48, 96, 192),
+    width=256,
+    heads=4,
+    encoder_depth=2,
+    decoder_depth=3,
+    decoder_blocks_per_stage=2,
+    norm="channel",
+)
 register_variant("ordered1d-base", "ordered1d")
 register_variant("grid2d-tiny", "grid2d", **_TINY)
 register_variant("grid2d-small", "grid2d", channels=(32, 64, 128))

@@ -76,7 +76,8 @@ class FeatureDistance(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Unit-normalised features of each stage: compute a reference's once, compare many times."""
-        return [f / (f.norm(dim=1, keepdim=True) + 1e-10) for f in self.backbone(x.float())]
+        feats = [f.float() for f in self.backbone(x.float())]  # float32 even when the backbone ran in bf16
+        return [f / (f.norm(dim=1, keepdim=True) + 1e-10) for f in feats]
 
     def from_features(self, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
         total = fx[0].new_zeros(fx[0].shape[0])

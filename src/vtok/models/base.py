@@ -26,6 +26,8 @@ class ConvTrunkConfig:
     patch: int = 4
     channels: tuple[int, ...] = (64, 128, 256)
     blocks_per_stage: int = 1
+    decoder_blocks_per_stage: int = 0  # 0: as blocks_per_stage; more gives the decoder room for detail
+    norm: str = "group"  # "group" (the first models) or "channel" (keeps flat colours: see blocks.ChannelNorm)
     quantizer: str = "fsq"
     fsq_levels: tuple[int, ...] = field(default_factory=lambda: (8, 8, 8, 5, 5, 5))
     vq_codebook_size: int = 4096

@@ -13,22 +13,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvEncoder", "ConvDecoder", "Transformer", "zigzag_dct_basis"]
+__all__ = ["ChannelNorm", "ConvEncoder", "ConvDecoder", "NORMS", "Transformer", "make_norm", "zigzag_dct_basis"]
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
-    groups = math.gcd(32, channels)
-    return nn.GroupNorm(groups, channels)
+class ChannelNorm(nn.GroupNorm):
+    """LayerNorm over the channels of each position alone (ConvNeXt's LayerNorm2d).
+
+    Unlike GroupNorm it keeps every position's absolute level: a group norm with one or a few
+    channels per group is an instance norm, which subtracts each channel's spatial mean, so a
+    flat-coloured image leaves nothing but the layer's bias (the cause of the shifted colours
+    of vtok's first models). Subclassing GroupNorm keeps the parameter names and shapes.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        return F.layer_norm(x.permute(0, 2, 3, 1), (self.num_channels,), self.weight, self.bias, self.eps).permute(
+            0, 3, 1, 2
+        )
+
+
+NORMS = ("group", "channel")
+
+
+def make_norm(kind: str, channels: int) -> nn.GroupNorm:
+    """'group': GroupNorm with up to 32 groups; 'channel': :class:`ChannelNorm`."""
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(32, channels), channels)
+    if kind == "channel":
+        return ChannelNorm(1, channels)
+    raise ValueError(f"unknown norm {kind!r}; choose one of: {', '.join(NORMS)}")
 
 
 class ResBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, norm: str = "group"):
         super().__init__()
         self.body = nn.Sequential(
-            _group_norm(channels),
+            make_norm(norm, channels),
             nn.SiLU(),
             nn.Conv2d(channels, channels, 3, padding=1),
-            _group_norm(channels),
+            make_norm(norm, channels),
             nn.SiLU(),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
@@ -44,14 +66,14 @@ class ConvEncoder(nn.Module):
     the full-resolution layers would cost more than the rest of the model together.
     """
 
-    def __init__(self, patch: int, channels: Sequence[int], blocks_per_stage: int):
+    def __init__(self, patch: int, channels: Sequence[int], blocks_per_stage: int, norm: str = "group"):
         super().__init__()
         layers: list[nn.Module] = [nn.PixelUnshuffle(patch), nn.Conv2d(3 * patch * patch, channels[0], 1)]
         for i, ch in enumerate(channels):
-            layers += [ResBlock(ch) for _ in range(blocks_per_stage)]
+            layers += [ResBlock(ch, norm) for _ in range(blocks_per_stage)]
             if i + 1 < len(channels):
                 layers.append(nn.Conv2d(ch, channels[i + 1], 3, stride=2, padding=1))
-        layers += [_group_norm(channels[-1]), nn.SiLU()]
+        layers += [make_norm(norm, channels[-1]), nn.SiLU()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,16 +83,16 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """Mirror of :class:`ConvEncoder`: (B, channels[-1], G, G) -> (B, 3, H, W)."""
 
-    def __init__(self, patch: int, channels: Sequence[int], blocks_per_stage: int):
+    def __init__(self, patch: int, channels: Sequence[int], blocks_per_stage: int, norm: str = "group"):
         super().__init__()
         rev = list(channels)[::-1]
         layers: list[nn.Module] = []
         for i, ch in enumerate(rev):
-            layers += [ResBlock(ch) for _ in range(blocks_per_stage)]
+            layers += [ResBlock(ch, norm) for _ in range(blocks_per_stage)]
             if i + 1 < len(rev):
                 layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, rev[i + 1], 3, padding=1)]
         layers += [
-            _group_norm(rev[-1]),
+            make_norm(norm, rev[-1]),
             nn.SiLU(),
             nn.Conv2d(rev[-1], 3 * patch * patch, 3, padding=1),
             nn.PixelShuffle(patch),

@@ -33,11 +33,11 @@ class Grid2DTokenizer(TokenizerModel):
         self._setup_trunk(c)
         self.num_tokens = self.grid * self.grid
         d = self.quantizer.dim
-        self.stem = ConvEncoder(c.patch, c.channels, c.blocks_per_stage)
+        self.stem = ConvEncoder(c.patch, c.channels, c.blocks_per_stage, c.norm)
         self.to_code = nn.Conv2d(c.channels[-1], d, 1)
         self.mask_code = nn.Parameter(torch.zeros(d))
         self.from_code = nn.Conv2d(d, c.channels[-1], 1)
-        self.head = ConvDecoder(c.patch, c.channels, c.blocks_per_stage)
+        self.head = ConvDecoder(c.patch, c.channels, c.decoder_blocks_per_stage or c.blocks_per_stage, c.norm)
 
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
         z = self.to_code(self.stem(x))  # (B, D, G, G)

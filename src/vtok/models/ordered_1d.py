@@ -52,7 +52,7 @@ class Ordered1DTokenizer(TokenizerModel):
         basis = zigzag_dct_basis(self.grid, c.num_tokens)  # (K, P)
 
         # Encoder
-        self.stem = ConvEncoder(c.patch, c.channels, c.blocks_per_stage)
+        self.stem = ConvEncoder(c.patch, c.channels, c.blocks_per_stage, c.norm)
         self.grid_to_tokens = nn.Linear(positions, c.num_tokens, bias=False)  # mixes P -> K
         self.grid_to_tokens.weight.data.copy_(basis)
         self.grid_embed = nn.Linear(feat, c.width)
@@ -74,7 +74,7 @@ class Ordered1DTokenizer(TokenizerModel):
         self.dec_grid_pos = nn.Parameter(torch.randn(positions, c.width) * 0.02)
         self.decoder = Transformer(c.width, c.decoder_depth, c.heads)
         self.to_grid = nn.Linear(c.width, feat)
-        self.head = ConvDecoder(c.patch, c.channels, c.blocks_per_stage)
+        self.head = ConvDecoder(c.patch, c.channels, c.decoder_blocks_per_stage or c.blocks_per_stage, c.norm)
 
         # The transformers start as zero residuals on top of the DCT shortcut.
         for layer in (self.to_code, self.to_grid):

@@ -22,6 +22,7 @@ __all__ = ["TrainConfig", "load_config", "config_to_dict"]
 class ModelSection:
     name: str = "ordered1d-small"
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # a tokenizer folder (or shipped name) to warm-start from; strict
 
 
 @dataclass
@@ -34,6 +35,8 @@ class DataSection:
     hflip: bool = True
     color_jitter: float = 0.05
     workers: int = 0
+    source_balance: float = 0.5  # a source (first sub-folder) is drawn ~ count**balance: 1 = per photo, 0 = per source
+    in_memory: bool = False  # decode every image once and cut crops on the training device (for GPUs)
 
 
 @dataclass
@@ -56,7 +59,22 @@ class LossSection:
     ssim: float = 0.2
     perceptual: float = 0.0
     perceptual_backbone: str = "efficientnet-lite0"
+    perceptual_weights: str | None = None  # a local weight file for the backbone; None: the installed one
     full_length_prob: float = 0.25  # share of images trained with all K tokens; the rest get a random prefix
+
+
+@dataclass
+class GANSection:
+    weight: float = 0.0  # 0 switches the adversarial loss off; fixed, so it cannot blow up
+    start_step: int = 0  # reconstruction-only before this step; the discriminator starts here too
+    ramp_steps: int = 500  # the generator's adversarial weight grows linearly from 0 over these steps
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.9
+    lecam: float = 0.001
+    channels: int = 64
+    layers: int = 3
+    prefix_power: float = 1.0  # an image decoded from k of K tokens gets adversarial weight (k/K)**power
 
 
 @dataclass
@@ -65,6 +83,7 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     loss: LossSection = field(default_factory=LossSection)
+    gan: GANSection = field(default_factory=GANSection)
     out_dir: str = "runs/default"
     seed: int = 0
     device: str = "auto"

@@ -10,13 +10,34 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from ..errors import ImageError
 from ..images import find_images, fit_square, load_image, pil_to_tensor
 
-__all__ = ["RandomCropDataset", "StepBatchSampler", "scan_images", "load_fixed_images"]
+__all__ = [
+    "InMemoryCropSampler",
+    "RandomCropDataset",
+    "StepBatchSampler",
+    "load_fixed_images",
+    "scan_images",
+    "source_weights",
+]
+
+
+def source_weights(files: list[Path], root: str | Path, balance: float = 1.0) -> torch.Tensor:
+    """Sampling weight per file so that a source (the first folder below `root`) is drawn with
+    total mass proportional to (its number of files) ** `balance`: 1 draws every file equally,
+    0 every source equally, 0.5 in between, so one big source cannot dominate a batch."""
+    root = Path(root)
+    sources = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "." for p in files]
+    counts: dict[str, int] = {}
+    for s in sources:
+        counts[s] = counts.get(s, 0) + 1
+    w = torch.tensor([counts[s] ** (balance - 1.0) for s in sources], dtype=torch.float64)
+    return w / w.sum()
 
 
 def scan_images(folder: str | Path) -> tuple[list[Path], list[Path]]:
@@ -46,10 +67,12 @@ class RandomCropDataset(torch.utils.data.Dataset):
         hflip: bool = True,
         color_jitter: float = 0.0,
         cache_size: int = 256,
+        weights: torch.Tensor | None = None,
     ):
         if not files:
             raise ImageError("no readable training images")
         self.files = list(files)
+        self.weights = weights
         self.image_size = image_size
         self.seed = seed
         self.length = length
@@ -85,7 +108,7 @@ class RandomCropDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
         for _ in range(100):
-            path = self.files[int(torch.randint(len(self.files), (1,), generator=g))]
+            path = self.files[_draw_file(len(self.files), self.weights, g)]
             if path in self.failed:
                 continue
             try:
@@ -97,24 +120,104 @@ class RandomCropDataset(torch.utils.data.Dataset):
         raise ImageError("could not read any training image")
 
     def _crop(self, im: Image.Image, g: torch.Generator) -> torch.Tensor:
-        u = torch.rand(5, generator=g).tolist()
-        short = min(im.size)
-        scale = self.min_scale + (1 - self.min_scale) * u[0]
-        side = max(1, round(short * scale**0.5))
-        left = int(u[1] * (im.width - side + 1))
-        top = int(u[2] * (im.height - side + 1))
+        left, top, side, flip = _crop_box(im.width, im.height, self.min_scale, self.image_size, g)
         crop = im.crop((left, top, left + side, top + side))
         crop = crop.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC, reducing_gap=3.0)
         x = pil_to_tensor(crop)
-        if self.hflip and u[3] < 0.5:
+        if self.hflip and flip:
             x = x.flip(-1)
-        if self.color_jitter > 0:
-            j = (torch.rand(3, generator=g) * 2 - 1) * self.color_jitter
-            mean = x.mean()
-            x = (x - mean) * (1 + j[0]) + mean + j[1]  # contrast, brightness
-            grey = x.mean(0, keepdim=True)
-            x = grey + (x - grey) * (1 + 2 * j[2])  # saturation
-        return x.clamp(0, 1)
+        return _jitter(x, self.color_jitter, g)
+
+
+def _draw_file(count: int, weights: torch.Tensor | None, g: torch.Generator) -> int:
+    if weights is None:
+        return int(torch.randint(count, (1,), generator=g))
+    return int(torch.multinomial(weights, 1, generator=g))
+
+
+def _crop_box(width: int, height: int, min_scale: float, image_size: int, g: torch.Generator):
+    """(left, top, side, flip) of a square crop whose area is a random fraction in
+    [min_scale, 1] of the shorter side squared; never smaller than `image_size` pixels when the
+    image allows, so crops are not upscaled (upscaled crops would teach the model blur)."""
+    u = torch.rand(4, generator=g).tolist()
+    short = min(width, height)
+    lowest = max(min_scale, min(1.0, (image_size / short) ** 2))
+    scale = lowest + (1 - lowest) * u[0]
+    side = max(1, round(short * scale**0.5))
+    left = int(u[1] * (width - side + 1))
+    top = int(u[2] * (height - side + 1))
+    return left, top, side, u[3] < 0.5
+
+
+def _jitter(x: torch.Tensor, amount: float, g: torch.Generator) -> torch.Tensor:
+    """Mild contrast, brightness and saturation jitter of a (3, H, W) image in [0, 1]."""
+    if amount > 0:
+        j = ((torch.rand(3, generator=g) * 2 - 1) * amount).to(x.device)
+        mean = x.mean()
+        x = (x - mean) * (1 + j[0]) + mean + j[1]  # contrast, brightness
+        grey = x.mean(0, keepdim=True)
+        x = grey + (x - grey) * (1 + 2 * j[2])  # saturation
+    return x.clamp(0, 1)
+
+
+class InMemoryCropSampler:
+    """The same crops as :class:`RandomCropDataset`, cut from images decoded once and kept on
+    `device` as uint8: on a GPU, data loading stops being the bottleneck.
+
+    ``batch(step, rank, batch_size)`` is a function of (seed, step, rank) alone, so a resumed run
+    sees the batches it would have seen.
+    """
+
+    def __init__(
+        self,
+        files: list[Path],
+        image_size: int,
+        seed: int,
+        device: torch.device,
+        min_scale: float = 0.1,
+        max_side: int = 768,
+        hflip: bool = True,
+        color_jitter: float = 0.0,
+        weights: torch.Tensor | None = None,
+        progress: bool = False,
+    ):
+        self.image_size, self.seed, self.device = image_size, seed, device
+        self.min_scale, self.hflip, self.color_jitter = min_scale, hflip, color_jitter
+        self.images: list[torch.Tensor] = []  # (3, H, W) uint8 each
+        self.failed: list[Path] = []
+        kept_weights = []
+        decoder = RandomCropDataset(files, image_size, seed, 0, max_side=max_side, cache_size=0)
+        for i, path in enumerate(files):
+            try:
+                im = decoder._image(path)
+            except ImageError:
+                self.failed.append(path)
+                continue
+            t = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+            self.images.append(t.to(device))
+            kept_weights.append(1.0 if weights is None else float(weights[i]))
+            if progress and (i + 1) % 200 == 0:
+                print(f"decoded {i + 1}/{len(files)} training images", flush=True)
+        if not self.images:
+            raise ImageError("could not read any training image")
+        w = torch.tensor(kept_weights, dtype=torch.float64)
+        self.weights = w / w.sum()
+
+    def batch(self, step: int, rank: int, batch_size: int) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 9_973 + rank)
+        picks = torch.multinomial(self.weights, batch_size, replacement=True, generator=g).tolist()
+        out = []
+        for i in picks:
+            im = self.images[i]
+            left, top, side, flip = _crop_box(im.shape[2], im.shape[1], self.min_scale, self.image_size, g)
+            crop = im[:, top : top + side, left : left + side].float().div_(255).unsqueeze(0)
+            crop = F.interpolate(crop, size=(self.image_size, self.image_size), mode="bicubic", antialias=True)[0]
+            if self.hflip and flip:
+                crop = crop.flip(-1)
+            out.append(_jitter(crop, self.color_jitter, g))
+        return torch.stack(out)  # (B, 3, S, S) in [0, 1]
 
 
 def load_image_from_open(raw: Image.Image, path: Path) -> Image.Image:

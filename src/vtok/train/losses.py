@@ -33,16 +33,19 @@ class ReconstructionLoss(nn.Module):
         recon, target = recon.float(), target.float()
         parts: dict[str, torch.Tensor] = {}
         total = recon.new_zeros(())
-        if self.l1:
-            parts["l1"] = F.l1_loss(recon, target)
-            total = total + self.l1 * parts["l1"]
-        if self.l2:
-            parts["l2"] = F.mse_loss(recon, target)
-            total = total + self.l2 * parts["l2"]
-        if self.ssim_weight:
-            parts["ssim"] = ssim(recon, target).mean()
-            total = total + self.ssim_weight * (1 - parts["ssim"])
+        # Pixel terms in float32 even under autocast: SSIM's E[x^2] - E[x]^2 is lost in bfloat16.
+        # The perceptual backbone may run in the caller's autocast precision.
+        with torch.autocast(recon.device.type, enabled=False):
+            if self.l1:
+                parts["l1"] = F.l1_loss(recon, target)
+                total = total + self.l1 * parts["l1"]
+            if self.l2:
+                parts["l2"] = F.mse_loss(recon, target)
+                total = total + self.l2 * parts["l2"]
+            if self.ssim_weight:
+                parts["ssim"] = ssim(recon, target).mean()
+                total = total + self.ssim_weight * (1 - parts["ssim"])
         if self.perceptual:
-            parts["perceptual"] = self.backbone(recon, target).mean()
+            parts["perceptual"] = self.backbone(recon, target).float().mean()
             total = total + self.perceptual * parts["perceptual"]
         return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -28,8 +28,16 @@ from ..metrics.pixel import psnr, ssim
 from ..registry import create_model
 from ..tokenizer import Tokenizer, atomic_path, clean_state_dict
 from ..viz import image_sheet, save_image_atomic
+from .adversarial import AdversarialLoss, PatchDiscriminator
 from .config import TrainConfig, config_to_dict
-from .data import RandomCropDataset, StepBatchSampler, load_fixed_images, scan_images
+from .data import (
+    InMemoryCropSampler,
+    RandomCropDataset,
+    StepBatchSampler,
+    load_fixed_images,
+    scan_images,
+    source_weights,
+)
 from .losses import ReconstructionLoss
 
 __all__ = ["Trainer", "sample_prefix_lengths"]
@@ -64,8 +72,14 @@ class Trainer:
         self.is_main = self.rank == 0
         self.out_dir = Path(c.out_dir)
 
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         torch.manual_seed(c.seed)  # same init on every rank; DDP also broadcasts it
         self.model = create_model(c.model.name, **c.model.overrides).to(self.device)
+        if c.model.init_from:
+            self._warm_start(c.model.init_from)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.train_model = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -83,6 +97,20 @@ class Trainer:
         self.loss_fn = ReconstructionLoss(
             l1=c.loss.l1, l2=c.loss.l2, ssim_weight=c.loss.ssim, perceptual=c.loss.perceptual, backbone=self._backbone()
         ).to(self.device)
+        self.discriminator: PatchDiscriminator | None = None
+        if c.gan.weight > 0:
+            self.discriminator = PatchDiscriminator(c.gan.channels, c.gan.layers).to(self.device)
+            self.train_discriminator = (
+                DistributedDataParallel(
+                    self.discriminator, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                )
+                if self.world_size > 1
+                else self.discriminator
+            )
+            self.d_optimizer = torch.optim.AdamW(
+                self.discriminator.parameters(), lr=c.gan.lr, betas=(c.gan.beta1, c.gan.beta2), weight_decay=0.0
+            )
+            self.adversarial = AdversarialLoss(lecam=c.gan.lecam).to(self.device)
         self.step = 0
         self.elapsed = 0.0
         self.generator = torch.Generator().manual_seed(c.seed * 7919 + self.rank)
@@ -111,7 +139,23 @@ class Trainer:
             return None
         from ..metrics.perceptual import create_feature_distance
 
-        return create_feature_distance(self.config.loss.perceptual_backbone)
+        return create_feature_distance(self.config.loss.perceptual_backbone, self.config.loss.perceptual_weights)
+
+    def _warm_start(self, name_or_path: str) -> None:
+        source = Tokenizer.from_pretrained(name_or_path)
+        try:
+            self.model.load_state_dict(source.model.state_dict(), strict=True)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"model.init_from {name_or_path}: its weights do not fit {self.config.model.name} ({str(e)[:200]})"
+            ) from e
+
+    def _gan_weight(self) -> float:
+        """The generator's adversarial weight at this step: 0, then a linear ramp, then gan.weight."""
+        g = self.config.gan
+        if g.weight <= 0 or self.step < g.start_step:
+            return 0.0
+        return g.weight * min(1.0, (self.step - g.start_step + 1) / max(1, g.ramp_steps))
 
     def _lr_factor(self, step: int) -> float:
         o = self.config.optim
@@ -139,6 +183,10 @@ class Trainer:
             "generator": self.generator.get_state(),
             "config": config_to_dict(self.config),
         }
+        if self.discriminator is not None:
+            state["discriminator"] = self.discriminator.state_dict()
+            state["d_optimizer"] = self.d_optimizer.state_dict()
+            state["adversarial"] = self.adversarial.state_dict()
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(state, tmp)
 
@@ -153,6 +201,10 @@ class Trainer:
             self.ema.load_state_dict(clean_state_dict(state["ema"]), strict=True)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            if self.discriminator is not None and "discriminator" in state:
+                self.discriminator.load_state_dict(state["discriminator"], strict=True)
+                self.d_optimizer.load_state_dict(state["d_optimizer"])
+                self.adversarial.load_state_dict(state["adversarial"], strict=True)
         except (KeyError, RuntimeError, ValueError) as e:
             raise VtokError(f"{path}: checkpoint does not match this config ({str(e)[:300]})") from e
         self.step = int(state["step"])
@@ -161,9 +213,12 @@ class Trainer:
         self.generator.set_state(state["generator"].cpu())
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> Path:
-        """Train to ``optim.steps``; returns the folder of the exported (EMA) tokenizer."""
+    def fit(self, resume: bool = False, max_seconds: float | None = None) -> Path:
+        """Train to ``optim.steps``, or until `max_seconds` of wall time have passed (then a
+        checkpoint and an export are written, and ``fit(resume=True)`` continues); returns the
+        folder of the exported (EMA) tokenizer."""
         c = self.config
+        started = time.time()
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.out_dir / "config.yaml") as tmp:
@@ -174,6 +229,7 @@ class Trainer:
         if self.unreadable and self.is_main:
             log.warning("skipped %d unreadable image file(s), e.g. %s", len(self.unreadable), self.unreadable[0])
 
+        weights = source_weights(self.train_files, c.data.train_dir, c.data.source_balance)
         dataset = RandomCropDataset(
             self.train_files,
             self.model.image_size,
@@ -183,11 +239,9 @@ class Trainer:
             max_side=c.data.max_side,
             hflip=c.data.hflip,
             color_jitter=c.data.color_jitter,
+            weights=weights,
         )
-        sampler = StepBatchSampler(self.step, c.optim.steps, c.optim.batch_size, self.rank, self.world_size)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=c.data.workers, persistent_workers=c.data.workers > 0
-        )
+        batches = self._batches(dataset, weights)
         bar = None
         if self.is_main:
             from tqdm.auto import tqdm
@@ -197,23 +251,39 @@ class Trainer:
         self.train_model.train()
         window_start, window_images = time.time(), 0
         last_tick = time.time()
-        for x in loader:
+        for x in batches:
             x = x.to(self.device, non_blocking=True)
             keep = sample_prefix_lengths(x.shape[0], self.model.num_tokens, c.loss.full_length_prob, self.generator)
+            keep = keep.to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = self.train_model(x * 2 - 1, keep.to(self.device))
+                out = self.train_model(x * 2 - 1, keep)
             recon = (out.recon.float() + 1) / 2
-            loss, parts = self.loss_fn(recon, x)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss, parts = self.loss_fn(recon, x)
             total = loss + out.aux_loss
+            gan_weight = self._gan_weight()
+            if self.discriminator is not None:  # the same columns from step 0, so metrics.csv keeps them
+                parts.update(g_loss=0.0, gan_weight=0.0, d_loss=0.0, d_real=0.0, d_fake=0.0)
+            if gan_weight > 0:
+                self.discriminator.requires_grad_(False)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logits_fake = self.train_discriminator(out.recon)
+                prefix_weight = (keep.float() / self.model.num_tokens) ** c.gan.prefix_power
+                g_loss = self.adversarial.generator_loss(logits_fake, prefix_weight)
+                total = total + gan_weight * g_loss
+                parts["g_loss"] = float(g_loss.detach())
+                parts["gan_weight"] = gan_weight
             if not torch.isfinite(total):
                 raise VtokError(f"loss became {float(total)} at step {self.step}: lower optim.lr")
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             if c.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip)
+                parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.optim.grad_clip))
             self.optimizer.step()
             self.scheduler.step()
             self._update_ema()
+            if gan_weight > 0:
+                parts.update(self._discriminator_step(x * 2 - 1, out.recon.detach(), use_amp))
             self.step += 1
             now = time.time()
             self.elapsed += now - last_tick
@@ -239,24 +309,65 @@ class Trainer:
                     bar.set_postfix(loss=f"{float(total.detach()):.4f}", psnr=f"{train_psnr:.2f}", img_s=f"{rate:.1f}")
             if bar is not None:
                 bar.update(1)
-            if self.step % c.eval_every == 0 or self.step == c.optim.steps:
+            out_of_time = max_seconds is not None and time.time() - started > max_seconds
+            if self.world_size > 1 and max_seconds is not None:  # every rank stops at the same step
+                flag = torch.tensor(float(out_of_time), device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
+            if self.step % c.eval_every == 0 or self.step == c.optim.steps or out_of_time:
                 self.evaluate_and_export()
-            if self.step % c.checkpoint_every == 0 or self.step == c.optim.steps:
+            if self.step % c.checkpoint_every == 0 or self.step == c.optim.steps or out_of_time:
                 self.save_checkpoint()
+            if out_of_time:
+                break
         if bar is not None:
             bar.close()
-        if dataset.failed and self.is_main:  # only seen in-process; workers keep their own count
-            self.unreadable += sorted(dataset.failed)
+        failed = set(dataset.failed) | set(getattr(batches, "failed", []))
+        if failed and self.is_main:  # only seen in-process; workers keep their own count
+            self.unreadable += sorted(failed)
             log.warning(
                 "%d training image(s) failed to decode and were skipped, e.g. %s",
-                len(dataset.failed),
-                min(dataset.failed),
+                len(failed),
+                min(failed),
             )
         if self.step >= c.optim.steps and not (self.out_dir / "model" / "config.json").is_file():
             self.evaluate_and_export()
         if self.world_size > 1:
             dist.barrier()
         return self.out_dir / "model"
+
+    def _batches(self, dataset: RandomCropDataset, weights: torch.Tensor):
+        """The training batches from the current step on: (B, 3, S, S) in [0, 1]."""
+        c = self.config
+        if c.data.in_memory:
+            sampler = InMemoryCropSampler(
+                self.train_files,
+                self.model.image_size,
+                seed=c.seed,
+                device=self.device,
+                min_scale=c.data.min_scale,
+                max_side=c.data.max_side,
+                hflip=c.data.hflip,
+                color_jitter=c.data.color_jitter,
+                weights=weights,
+                progress=self.is_main,
+            )
+            return _InMemoryBatches(sampler, self.step, c.optim.steps, c.optim.batch_size, self.rank)
+        steps = StepBatchSampler(self.step, c.optim.steps, c.optim.batch_size, self.rank, self.world_size)
+        return torch.utils.data.DataLoader(
+            dataset, batch_sampler=steps, num_workers=c.data.workers, persistent_workers=c.data.workers > 0
+        )
+
+    def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, use_amp: bool) -> dict[str, float]:
+        self.discriminator.requires_grad_(True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = self.train_discriminator(torch.cat([real, fake]))
+        logits_real, logits_fake = logits.chunk(2)
+        d_loss, stats = self.adversarial.discriminator_loss(logits_real, logits_fake)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimizer.step()
+        return stats
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -301,6 +412,18 @@ class Trainer:
         tok.save_pretrained(self.out_dir / "model")
         self.ema.eval()
         return row
+
+
+class _InMemoryBatches:
+    """Iterates InMemoryCropSampler batches for steps start..steps-1 of one rank."""
+
+    def __init__(self, sampler: InMemoryCropSampler, start: int, steps: int, batch_size: int, rank: int):
+        self.sampler, self.start, self.steps, self.batch_size, self.rank = sampler, start, steps, batch_size, rank
+        self.failed = sampler.failed
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            yield self.sampler.batch(step, self.rank, self.batch_size)
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
