@@ -74,6 +74,7 @@ class GANSection:
     lecam: float = 0.001
     channels: int = 64
     layers: int = 3
+    crop: int = 0  # the discriminator sees one random crop of this side per batch (0: whole images); cheaper on CPUs
     prefix_power: float = 1.0  # an image decoded from k of K tokens gets adversarial weight (k/K)**power
 
 

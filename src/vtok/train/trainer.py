@@ -122,6 +122,9 @@ class Trainer:
         self.val_images = torch.empty(0)
         if c.data.val_dir:
             val_files, bad = scan_images(c.data.val_dir)
+            if len(val_files) > c.data.val_images > 0:  # spread over the folder (its sources), not its first files
+                step = len(val_files) / c.data.val_images
+                val_files = [val_files[int(i * step)] for i in range(c.data.val_images)]
             self.val_images, bad_decode = load_fixed_images(val_files, self.model.image_size, c.data.val_images)
             self.unreadable += bad + bad_decode
 
@@ -265,9 +268,10 @@ class Trainer:
             if self.discriminator is not None:  # the same columns from step 0, so metrics.csv keeps them
                 parts.update(g_loss=0.0, gan_weight=0.0, d_loss=0.0, d_real=0.0, d_fake=0.0)
             if gan_weight > 0:
+                window = self._gan_window()
                 self.discriminator.requires_grad_(False)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits_fake = self.train_discriminator(out.recon)
+                    logits_fake = self.train_discriminator(window(out.recon))
                 prefix_weight = (keep.float() / self.model.num_tokens) ** c.gan.prefix_power
                 g_loss = self.adversarial.generator_loss(logits_fake, prefix_weight)
                 total = total + gan_weight * g_loss
@@ -283,7 +287,7 @@ class Trainer:
             self.scheduler.step()
             self._update_ema()
             if gan_weight > 0:
-                parts.update(self._discriminator_step(x * 2 - 1, out.recon.detach(), use_amp))
+                parts.update(self._discriminator_step(window(x * 2 - 1), window(out.recon.detach()), use_amp))
             self.step += 1
             now = time.time()
             self.elapsed += now - last_tick
@@ -357,6 +361,14 @@ class Trainer:
         return torch.utils.data.DataLoader(
             dataset, batch_sampler=steps, num_workers=c.data.workers, persistent_workers=c.data.workers > 0
         )
+
+    def _gan_window(self):
+        """The crop the discriminator sees this step (the same for real and fake images)."""
+        size, side = self.config.gan.crop, self.model.image_size
+        if size <= 0 or size >= side:
+            return lambda t: t
+        top, left = (int(v) for v in torch.randint(side - size + 1, (2,), generator=self.generator))
+        return lambda t: t[:, :, top : top + size, left : left + size]
 
     def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, use_amp: bool) -> dict[str, float]:
         self.discriminator.requires_grad_(True)
