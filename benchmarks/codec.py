@@ -28,7 +28,7 @@ import vtok
 from vtok.bench.codecs import CodecLadder, available_codecs
 from vtok.codec import allocate_prefix_lengths, choose_prefix_lengths, encode_image, single_tile_file_sizes
 from vtok.codec.entropy import ans_decode, ans_encode, pack_tokens
-from vtok.evaluate import load_folder
+from vtok.data import load_folder
 from vtok.images import pil_to_tensor
 from vtok.metrics import psnr, ssim
 

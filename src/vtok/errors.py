@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "TokenError",
     "OptionalDependencyError",
+    "FormatError",
 ]
 
 
@@ -41,3 +42,7 @@ class OptionalDependencyError(VtokError, ImportError):
 
     def __init__(self, package: str, extra: str, feature: str):
         super().__init__(f"{feature} needs the '{package}' package: pip install 'vtok[{extra}]'")
+
+
+class FormatError(VtokError):
+    """A .vtok file that is not valid: truncated, corrupt, of another version or another model."""

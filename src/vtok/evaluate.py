@@ -16,12 +16,11 @@ from typing import Any
 
 import torch
 
-from .errors import ImageError
-from .images import find_images, fit_square, load_image, pil_to_tensor
+from .data import load_folder
 from .metrics.pixel import psnr, ssim
 from .tokenizer import Tokenizer
 
-__all__ = ["EvalResult", "evaluate", "load_folder"]
+__all__ = ["EvalResult", "evaluate"]
 
 
 @dataclass
@@ -49,27 +48,6 @@ class EvalResult:
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} unreadable file(s), e.g. {self.skipped[0]}")
         return "\n".join(lines)
-
-
-def load_folder(folder: str | Path, size: int, limit: int | None = None) -> tuple[torch.Tensor, list[Path], list[str]]:
-    """(N, 3, S, S) images in [0, 1], their paths, and the skipped files with reasons."""
-    files = find_images(folder)
-    if not files:
-        raise ImageError(
-            f"{folder}: no image files found (looked for {', '.join(sorted({'.jpg', '.png', '.webp'}))}, ...)"
-        )
-    images, paths, skipped = [], [], []
-    for path in files:
-        if limit is not None and len(images) >= limit:
-            break
-        try:
-            images.append(pil_to_tensor(fit_square(load_image(path), size)))
-            paths.append(path)
-        except ImageError as e:
-            skipped.append(str(e))
-    if not images:
-        raise ImageError(f"{folder}: none of the {len(files)} image files could be read ({skipped[0]})")
-    return torch.stack(images), paths, skipped
 
 
 @torch.no_grad()

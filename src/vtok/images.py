@@ -9,6 +9,7 @@ CMYK goes through Pillow's conversion.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -91,13 +92,12 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(a, mode="RGB")
 
 
-def find_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files below `folder`, recursively, by extension, in a stable (sorted) order."""
+def find_images(folder: str | os.PathLike, suffixes: Collection[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Files below `folder` with one of `suffixes` (images by default), recursively, hidden ones
+    left out, in a stable (sorted) order."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"{folder}: not a folder")
     return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+        p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file() and not p.name.startswith(".")
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from PIL import Image
 
 from . import __version__
 from .errors import ImageError, ModelLoadError, TokenError, VtokError
+from .files import atomic_path
 from .images import fit_square, load_image, pil_to_tensor, tensor_to_pil, to_rgb
 from .models import TokenizerModel
 from .registry import build_model, create_model
@@ -42,6 +42,7 @@ class Tokenizer:
         self.name = name or model.architecture
         self._prior = None
         self._fingerprint: bytes | None = None
+        self._weights_id: bytes | None = None
 
     @property
     def prior(self):
@@ -54,18 +55,27 @@ class Tokenizer:
         self._fingerprint = None
 
     def fingerprint(self) -> bytes:
-        """SHA-256 over the weights (and the token prior): files made by one model are refused by another."""
+        """SHA-256 over the weights and the token prior (what version-1 .vtok files name)."""
         if self._fingerprint is None:
             import hashlib
 
             h = hashlib.sha256()
-            for key, value in sorted(self.model.state_dict().items()):
-                h.update(key.encode())
-                h.update(value.detach().cpu().contiguous().numpy().tobytes())
+            _hash_weights(h, self.model)
             for p in self.prior.probs if self.prior is not None else []:
                 h.update(p.tobytes())
             self._fingerprint = h.digest()
         return self._fingerprint
+
+    def weights_id(self) -> bytes:
+        """The first 4 bytes of the SHA-256 over the weights alone: what a .vtok file names, so
+        that refitting the prior does not orphan bit-packed files."""
+        if self._weights_id is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            _hash_weights(h, self.model)
+            self._weights_id = h.digest()[:4]
+        return self._weights_id
 
     # -- description -------------------------------------------------------------------
     @property
@@ -258,9 +268,48 @@ class Tokenizer:
             self.prior.save(folder / "prior.safetensors")
         return folder
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+        model_card: str | None = None,
+    ) -> Any:
+        """Upload this tokenizer to the Hugging Face Hub as ``repo_id`` ("user/name"), creating it if needed.
+
+        Uploads exactly what ``save_pretrained`` writes (model.safetensors, config.json, the prior
+        if any) plus a README.md model card (`model_card`, or a generated one), so that
+        ``vtok.load(repo_id)`` gets it back. Needs ``pip install 'vtok[hub]'`` and a Hub login
+        (``hf auth login``) or `token`. Returns the commit info from ``HfApi.upload_folder``.
+        """
+        from .hub import push
+
+        return push(
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+            card=model_card,
+        )
+
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> Tokenizer:
-        """A shipped model by name (``vtok.shipped_models()``) or a folder from ``save_pretrained``."""
+        """Load a tokenizer from the first of these that `name_or_path` names:
+
+        - a local folder written by ``save_pretrained`` (a local folder wins over a Hub id of the same name);
+        - a shipped model by name (``vtok.shipped_models()``, e.g. ``"default"``), offline;
+        - a Hugging Face Hub id, ``"user/repo"`` or ``"user/repo@revision"`` (branch, tag or commit),
+          through ``huggingface_hub.snapshot_download`` and its cache (needs ``vtok[hub]``).
+
+        Only config.json and safetensors files are read, never pickles; loading is strict.
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -306,6 +355,12 @@ class Tokenizer:
         return tok
 
 
+def _hash_weights(h, model: TokenizerModel) -> None:
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+
+
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip the prefixes DistributedDataParallel ('module.') and torch.compile ('_orig_mod.') add."""
     out = {}
@@ -317,28 +372,6 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-class atomic_path:
-    """Context manager yielding a temporary path in the same folder, renamed onto `path` on success."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-
-
 def shipped_models() -> list[str]:
     """Names of the pretrained models that ship inside the package."""
     if not WEIGHTS_DIR.is_dir():
@@ -347,13 +380,21 @@ def shipped_models() -> list[str]:
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
+    """The folder `name_or_path` names: local folder, then shipped model, then Hugging Face Hub id."""
+    from .hub import download, parse_hub_id
+
     path = Path(name_or_path)
     if path.is_dir():
         return path
+    if path.exists():
+        raise ModelLoadError(f"{name_or_path}: a file, not a model folder (config.json + model.safetensors)")
     if isinstance(name_or_path, str) and (WEIGHTS_DIR / name_or_path / "config.json").is_file():
         return WEIGHTS_DIR / name_or_path
+    if isinstance(name_or_path, str) and parse_hub_id(name_or_path) is not None:
+        return download(name_or_path)
     raise ModelLoadError(
-        f"{name_or_path}: neither a model folder nor a shipped model (shipped: {', '.join(shipped_models()) or 'none'})"
+        f"{name_or_path}: neither a model folder, a shipped model (shipped: {', '.join(shipped_models()) or 'none'}) "
+        "nor a Hugging Face Hub id ('user/repo[@revision]')"
     )
 
 
@@ -374,10 +415,22 @@ def _array_to_pil(a: np.ndarray) -> Image.Image:
 
 
 def load(name_or_path: str | os.PathLike = "default", device: str | torch.device = "cpu") -> Tokenizer:
-    """Load a tokenizer: ``vtok.load("default")`` (shipped, offline) or ``vtok.load("path/to/folder")``."""
+    """Load a tokenizer: ``vtok.load("default")`` (shipped, offline), ``vtok.load("path/to/folder")``
+    or ``vtok.load("user/repo")`` (Hugging Face Hub); see :meth:`Tokenizer.from_pretrained`."""
     return Tokenizer.from_pretrained(name_or_path, device=device)
 
 
 def create_tokenizer(name: str, **overrides: Any) -> Tokenizer:
-    """A new, untrained tokenizer of a registered variant (``vtok.list_tokenizers()``)."""
+    """Build a new tokenizer of a registered variant, to train or to test with; not to load weights.
+
+    Args:
+        name: a variant from ``vtok.list_tokenizers()``, e.g. ``"ordered1d-small"``.
+        **overrides: model config keys to change (e.g. ``num_tokens=32``); an unknown variant or
+            key raises :class:`~vtok.errors.ConfigError`.
+
+    Returns:
+        An untrained :class:`Tokenizer`: randomly initialised weights and no token prior, so its
+        reconstructions mean nothing until it is trained (``vtok train`` with ``model.name``).
+        Use :func:`load` for trained weights.
+    """
     return Tokenizer(create_model(name, **overrides), name=name)

@@ -52,7 +52,7 @@ def image_sheet(
 
 
 def save_image_atomic(im: Image.Image, path: str | Path) -> Path:
-    from .tokenizer import atomic_path
+    from .files import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,11 @@ Protocol (every number in the report follows it):
   that size; when it cannot get that small, the record says so with its smallest size.
 - Converse: the bytes each codec needs to match vtok's PSNR, SSIM and each perceptual distance,
   and their ratio to vtok's bytes; "never" when even its best setting does not match.
+- Win rates count only the images a codec can reach: an image where its smallest file is larger
+  than vtok's is "cannot reach", reported on its own, never a win for either side.
+- Token statistics are plug-in estimates: with fewer samples than the codebook supports they are
+  labelled not meaningful (kept apart in `not_meaningful`), never reported as results.
+- Models are labelled by what the user gave (shipped name or folder), not their internal name.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ import numpy as np
 import torch
 
 from ..codec import single_tile_file_sizes
-from ..errors import ImageError
-from ..evaluate import load_folder
+from ..data import load_folder
+from ..errors import ImageError, OptionalDependencyError
 from ..images import pil_to_tensor, tensor_to_pil
 from ..metrics.pixel import ms_ssim, psnr, ssim
 from ..metrics.tokens import token_statistics
@@ -44,6 +49,10 @@ METRICS = ("psnr", "ssim", "feature_distance", "lpips")  # every per-image quali
 LOWER_IS_BETTER = frozenset({"feature_distance", "lpips"})
 DISTANCE_CHUNK = 16  # images per perceptual forward pass: bounds the memory of large backbones
 SHEET_IMAGES = 4  # images shown side by side at equal bytes
+# A plug-in entropy estimate from N samples over B bins is biased low by about (B - 1) / (2 N ln 2)
+# bits and can never exceed log2 N; with N >= 10 B the bias is under 0.08 bits and a uniform
+# codebook shows > 99.99% usage. Below that the numbers describe the sample size, not the tokenizer.
+SAMPLES_PER_BIN = 10
 
 
 @dataclass
@@ -53,6 +62,7 @@ class BenchResult:
     missing_codecs: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # what was left out ("perceptual", "plots") and why
     sheet: list[tuple[list[Any], list[str]]] = field(
         default_factory=list
     )  # (PIL images, labels) rows; not saved as JSON
@@ -101,28 +111,27 @@ def run_bench(
 ) -> BenchResult:
     """Bench `models` on the images of `folder`; see the module docstring for the protocol.
 
-    `perceptual`: the offline EffNet-Lite0 feature distance and FID-style distance. `lpips`: a
-    `vtok.metrics.lpips.LPIPS` built from the user's weight files. `inception`: FID Inception
-    weights (a file path, or a `vtok.metrics.inception.InceptionV3Features`).
+    `perceptual`: the offline EffNet-Lite0 feature distance and FID-style distance, when their
+    packages are installed (else left out, with the reason in `result.notes`: a plain install
+    benches without them). `lpips`: a `vtok.metrics.lpips.LPIPS` built from the user's weight
+    files. `inception`: FID Inception weights (a file path, or a `InceptionV3Features`).
     """
     if not models:
         raise ImageError("give at least one model")
     toks = [m if isinstance(m, Tokenizer) else load(m) for m in models]
     labels = _unique_labels(toks, models)
     found, missing = available_codecs(tuple(codecs))
+    result = BenchResult(models=[], records=[], missing_codecs=missing)
     distances: dict[str, torch.nn.Module] = {}
-    feature = None
-    if perceptual:
-        from ..metrics.perceptual import create_feature_distance
-
-        feature = distances["feature_distance"] = create_feature_distance()
+    feature = _feature_distance(result.notes) if perceptual else None
+    if feature is not None:
+        distances["feature_distance"] = feature
     if lpips is not None:
         distances["lpips"] = lpips
     if inception is not None and not isinstance(inception, torch.nn.Module):
         from ..metrics.inception import InceptionV3Features
 
         inception = InceptionV3Features.from_file(inception)
-    result = BenchResult(models=[], records=[], missing_codecs=missing)
     from tqdm.auto import tqdm
 
     for tok, label in zip(toks, labels):
@@ -137,7 +146,7 @@ def run_bench(
             "num_tokens": tok.num_tokens,
             "bits_per_token": tok.bits_per_token,
             "entropy_coded": tok.prior is not None,
-            "token_stats": token_statistics(tokens.numpy(), tok.codebook_size),
+            "token_stats": _token_stats(tokens.numpy(), tok.codebook_size),
             "speed": _speed(tok),
             "fid_style": {},
             "fid": {},
@@ -177,32 +186,84 @@ def run_bench(
         recon = tok.decode(tokens[:SHEET_IMAGES])
         for i, (rec, ladders) in enumerate(zip(sheet_records, sheet_ladders)):
             row = [originals_pil[i], tensor_to_pil(recon[i])]
-            captions = ["original", f"vtok {label}: {rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}"]
+            captions = [
+                f"original\n{tok.image_size}x{tok.image_size}",
+                f"vtok {_elide(label)}\n{rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}",
+            ]
             for name, ladder in ladders.items():
                 best = ladder.best_within(rec["file_bytes"])
                 f = best or ladder.file(ladder.codec.qualities[0])
-                note = "within budget" if best else "smallest possible"
+                # Its smallest file is shown when it cannot get as small as vtok: say so, never "equal bytes".
+                reach = "within vtok's size" if best else "cannot reach: smallest"
                 row.append(f.image)
-                captions.append(f"{name}: {f.bytes} B ({note})\nSSIM {ladder.score(f.quality)['ssim']:.3f}")
+                captions.append(f"{name}\n{reach} {f.bytes} B\nSSIM {ladder.score(f.quality)['ssim']:.3f}")
             result.sheet.append((row, captions))
     return result
 
 
+def _feature_distance(notes: dict[str, str]) -> torch.nn.Module | None:
+    """The EffNet-Lite0 feature distance, or None with the reason in `notes` when the perceptual
+    extra is not installed: `pip install vtok` alone must still bench pixels and bytes."""
+    from ..metrics.perceptual import create_feature_distance
+
+    try:
+        return create_feature_distance()
+    except OptionalDependencyError as e:
+        notes["perceptual"] = f"feature distance and FID-style left out: {e}"
+        return None
+
+
+def _token_stats(tokens: np.ndarray, vocab: int) -> dict[str, Any]:
+    """`token_statistics`, with every estimate the sample cannot support moved under
+    `not_meaningful` (its top-level value set to None) and a note saying how many samples it needs.
+
+    Each estimate counts its own samples and bins: usage, unigram entropy and the Zipf slope
+    N*K tokens over V codes; per-position entropy N images over V; the bigram conditional
+    entropy N*(K-1) pairs over V^2 pairs."""
+    stats = token_statistics(tokens, vocab)
+    n, k = tokens.shape
+    support = [  # (estimates, what they need, samples, possible values, unit)
+        (("codebook_usage", "unigram_entropy_bits", "zipf_slope"), "usage, entropy, Zipf", n * k, vocab, "tokens"),
+        (("per_position_entropy_bits",), "per-position entropy", n, vocab, "images"),
+        (("bigram_conditional_entropy_bits",), "bigram entropy", n * (k - 1), vocab * vocab, "token pairs"),
+    ]
+    stats["not_meaningful"], needs = {}, []
+    for keys, what, samples, bins, unit in support:
+        if samples < SAMPLES_PER_BIN * bins:
+            stats["not_meaningful"] |= {key: stats[key] for key in keys}
+            stats |= dict.fromkeys(keys)
+            needs.append(f"{what} need {SAMPLES_PER_BIN * bins:,} {unit}, have {samples:,}")
+    if needs:
+        stats["note"] = (
+            f"not meaningful with {n} images x {k} tokens for a codebook of {vocab} "
+            f"({SAMPLES_PER_BIN} samples per possible value): " + "; ".join(needs)
+        )
+    return stats
+
+
+def _elide(text: str, limit: int = 24) -> str:
+    """At most `limit` characters, keeping the end (a folder's own name) so captions fit a cell."""
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
+
+
+def _source_label(source: str | os.PathLike) -> str:
+    """What the user typed, tidied: a shipped name as is, a folder by its path without a trailing slash."""
+    return os.path.normpath(os.fspath(source))
+
+
+def _last_part(path: str) -> str:
+    return Path(path).name or Path(path).resolve().name or path  # "." names the current folder
+
+
 def _unique_labels(toks: list[Tokenizer], sources: list) -> list[str]:
-    """Each model's name in the report; models that share a name are told apart by where they came
-    from (or their position), so their numbers are never pooled under one name."""
-    names = [tok.name for tok in toks]
-    labels = []
-    for i, (name, source) in enumerate(zip(names, sources)):
-        if names.count(name) == 1:
-            labels.append(name)
-        elif isinstance(source, Tokenizer):
-            labels.append(f"{name} #{i + 1}")
-        else:
-            labels.append(f"{name} ({source})")
-    if len(set(labels)) < len(labels):  # the same folder twice
-        labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
-    return labels
+    """Each model's name in the report: the folder (or shipped name) the user gave, shortened to
+    its last part when that is unique. A model's internal name is the architecture it was built
+    from (two checkpoints of one recipe share it), so it labels only Tokenizer objects. Models that
+    still share a label (the same folder twice) get their position, so numbers are never pooled."""
+    given = [tok.name if isinstance(src, Tokenizer) else _source_label(src) for tok, src in zip(toks, sources)]
+    short = [label if isinstance(src, Tokenizer) else _last_part(label) for label, src in zip(given, sources)]
+    labels = [s if short.count(s) == 1 else g for s, g in zip(short, given)]
+    return [f"{s} #{i + 1}" if labels.count(label) > 1 else label for i, (label, s) in enumerate(zip(labels, short))]
 
 
 @torch.no_grad()
@@ -275,7 +336,12 @@ class _Scored(CodecLadder):
 
 
 def summarize(result: BenchResult) -> dict[str, Any]:
-    """Means with 95% confidence intervals, reach and win rates, median byte ratios."""
+    """Means with 95% confidence intervals, reach and win rates, median byte ratios.
+
+    Per codec: `cannot_reach_rate`, the share of images whose smallest file is larger than vtok's;
+    `compared`, the images it can reach; `vtok_win_rate_<metric>`, the share of those where vtok is
+    at least as good (None when it reaches none). An image a codec cannot reach is no quality win:
+    vtok only wins there on bytes, which `cannot_reach_rate` reports."""
     summary: dict[str, Any] = {}
     for info in result.models:
         name = info["name"]
@@ -292,17 +358,19 @@ def summarize(result: BenchResult) -> dict[str, Any]:
             entry["codecs"] = {}
             for codec in rk[0]["codecs"]:
                 recs = [r["codecs"][codec] for r in rk]
-                reached = [c for c in recs if c["at_budget"] is not None]
+                reached = [(r, c["at_budget"]) for r, c in zip(rk, recs) if c["at_budget"] is not None]
                 c_entry: dict[str, Any] = {
                     "reach_rate": len(reached) / len(recs),
+                    "cannot_reach_rate": 1 - len(reached) / len(recs),
+                    "compared": len(reached),
                     "median_smallest_bytes": float(np.median([c["smallest_bytes"] for c in recs])),
                 }
                 for m in METRICS:
                     if m not in rk[0]:
                         continue
                     better = (lambda a, b: a <= b) if m in LOWER_IS_BETTER else (lambda a, b: a >= b)
-                    wins = sum(1 for r, c in zip(rk, recs) if c["at_budget"] is None or better(r[m], c["at_budget"][m]))
-                    c_entry[f"vtok_win_rate_{m}"] = wins / len(rk)
+                    wins = sum(1 for r, at in reached if better(r[m], at[m]))
+                    c_entry[f"vtok_win_rate_{m}"] = wins / len(reached) if reached else None
                     ratios = [c["to_match"][m]["ratio"] for c in recs if c["to_match"].get(m)]
                     c_entry[f"median_byte_ratio_{m}"] = float(np.median(ratios)) if ratios else None
                     c_entry[f"never_matched_{m}"] = sum(1 for c in recs if c["to_match"].get(m) is None) / len(recs)

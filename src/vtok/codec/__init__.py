@@ -2,19 +2,24 @@
 
 from .compress import (
     Encoded,
+    TokenFile,
     allocate_prefix_lengths,
     choose_prefix_lengths,
     compress,
     decode_file,
     decompress,
     encode_image,
+    read_tokens,
     single_tile_file_sizes,
 )
 from .format import FormatError
+from .options import EncodeOptions
 from .prior import TokenPrior, fit_prior
 
 __all__ = [
+    "EncodeOptions",
     "Encoded",
+    "TokenFile",
     "FormatError",
     "TokenPrior",
     "allocate_prefix_lengths",
@@ -24,5 +29,6 @@ __all__ = [
     "decompress",
     "encode_image",
     "fit_prior",
+    "read_tokens",
     "single_tile_file_sizes",
 ]

@@ -18,18 +18,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ConfigError, ImageError, TokenError, VtokError
+from ..errors import ConfigError, FormatError, ImageError, TokenError, VtokError
 from ..images import load_image, to_rgb
 from ..metrics.pixel import psnr as psnr_metric
 from ..metrics.pixel import ssim as ssim_metric
 from ..tokenizer import Tokenizer, load
 from .entropy import ANS, BITPACK, CODING_NAMES, ans_decode, ans_encode, pack_tokens, unpack_tokens
-from .format import FormatError, VtokFile, read_file, write_file
+from .format import VtokFile, peek_header, read_file, write_file
+from .options import EncodeOptions
 from .tiling import TileLayout, blend_tiles, split_tiles
 
 __all__ = [
     "Encoded",
+    "EncodeOptions",
+    "TokenFile",
     "encode_image",
+    "read_tokens",
     "compress",
     "decompress",
     "decode_file",
@@ -46,10 +50,26 @@ class Encoded:
     counts: np.ndarray  # tokens kept per tile
     coding: str
     unmet_tiles: int = 0  # tiles that could not reach the quality target with all K tokens
+    psnr: float | None = None  # what the file decodes to, against the original (measure=True)
+    ssim: float | None = None
+    options: EncodeOptions | None = None
 
     @property
     def tiles(self) -> int:
         return len(self.counts)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.counts.sum())
+
+    def summary(self) -> str:
+        """One line: bytes, tiles, tokens, the quality reached, the tiles that missed the target."""
+        parts = [f"{len(self.data)} bytes", f"{self.tiles} tile(s)", f"{self.num_tokens} tokens"]
+        if self.psnr is not None and self.ssim is not None:
+            parts.append(f"PSNR {self.psnr:.2f} dB, SSIM {self.ssim:.3f}")
+        if self.unmet_tiles:
+            parts.append(f"{self.unmet_tiles} tile(s) could not reach the target")
+        return ", ".join(parts)
 
 
 @functools.lru_cache(maxsize=4)
@@ -175,74 +195,61 @@ def _payload(tok: Tokenizer, coding: int, tokens: np.ndarray, counts: np.ndarray
 def encode_image(
     image,
     model: str | os.PathLike | Tokenizer = "default",
+    options: EncodeOptions | None = None,
     *,
-    tokens: int | None = None,
-    psnr: float | None = None,
-    ssim: float | None = None,
-    perceptual: float | None = None,
-    max_bytes: int | None = None,
-    coding: str | None = None,
-    overlap: int | None = None,
-    allocation: str = "per-tile",
+    measure: bool = True,
+    progress: bool = False,
+    **targets,
 ) -> Encoded:
-    """Encode one image of any size. Give at most one of: tokens (per tile), psnr (dB), ssim,
-    perceptual (largest EffNet-Lite0 feature distance per tile), max_bytes (whole file).
-    With none, every tile keeps all K tokens. `allocation` says how a quality target is met:
-    "per-tile" (every tile reaches it, or keeps all K and is counted in unmet_tiles) or "mean" (the
-    mean over tiles reaches it with the fewest bits: rate-distortion allocation)."""
+    """Encode one image of any size. The target comes as an :class:`EncodeOptions` or as keywords:
+    at most one of tokens (per tile), psnr (dB), ssim, perceptual (largest EffNet-Lite0 feature
+    distance per tile), max_bytes (whole file); plus allocation, coding and overlap. With no
+    target every tile keeps all K tokens. `allocation` says how a quality target is met:
+    "per-tile" (every tile reaches it, or keeps all K and is counted in unmet_tiles) or "mean"
+    (the mean over tiles reaches it with the fewest bits: rate-distortion allocation).
+    `measure` decodes the file once more to report the PSNR/SSIM it reached; `progress` shows a
+    bar over the tiles of a large image."""
+    if options is None:
+        options = EncodeOptions.from_kwargs(**targets)
+    elif targets:
+        raise ConfigError("give the encode options either as EncodeOptions or as keywords, not both")
     tok = _tokenizer(model)
-    chosen = [
-        name
-        for name, v in (("tokens", tokens), ("psnr", psnr), ("ssim", ssim), ("max_bytes", max_bytes))
-        if v is not None
-    ]
-    if len(chosen) > 1:
-        raise ConfigError(f"give at most one of tokens, psnr, ssim, perceptual, max_bytes (got {', '.join(chosen)})")
     if tok.num_tokens > 255:
         raise ConfigError(f"the .vtok format stores up to 255 tokens per tile; this model has {tok.num_tokens}")
-    coding = coding or ("ans" if tok.prior is not None else "bitpack")
-    if coding not in CODING_NAMES:
-        raise ConfigError(f"unknown coding {coding!r}; use one of {', '.join(CODING_NAMES)}")
+    coding = options.coding or ("ans" if tok.prior is not None else "bitpack")
     if coding == "ans" and tok.prior is None:
         raise ConfigError(
             "this model has no token prior for ANS coding: use coding='bitpack' or fit one (`vtok prior`)"
         )
     s = tok.image_size
-    overlap = s // 8 if overlap is None else int(overlap)
+    overlap = s // 8 if options.overlap is None else int(options.overlap)
     if not 0 <= overlap <= s // 2:
         raise ConfigError(f"overlap must lie in 0..{s // 2}")
+    if options.target == "tokens":
+        tok._check_num_tokens(int(options.value))
 
     array = _as_array(image)
     layout = TileLayout(array.shape[1], array.shape[0], s, overlap)
     tiles = split_tiles(array, layout)  # (T, 3, S, S)
-    ids = tok.encode(tiles)  # (T, K)
+    ids = _encode_tiles(tok, tiles, progress)  # (T, K)
     unmet = 0
-    quality_targets = {"psnr": psnr, "ssim": ssim, "perceptual": perceptual}
-    metric = next((m for m, v in quality_targets.items() if v is not None), None)
-    if allocation not in ("per-tile", "mean"):
-        raise ConfigError(f"allocation must be 'per-tile' or 'mean', got {allocation!r}")
-    if metric is not None and allocation == "mean":
-        counts, met = allocate_prefix_lengths(tok, tiles, ids, metric, float(quality_targets[metric]))
+    if options.is_quality and options.allocation == "mean":
+        counts, met = allocate_prefix_lengths(tok, tiles, ids, options.target, float(options.value))
         unmet = 0 if met else layout.count
-    elif metric is not None:
-        counts, unmet = choose_prefix_lengths(tok, tiles, ids, metric, float(quality_targets[metric]))
+    elif options.is_quality:
+        counts, unmet = choose_prefix_lengths(tok, tiles, ids, options.target, float(options.value))
     else:
-        k = tok._check_num_tokens(tokens) if tokens is not None else tok.num_tokens
+        k = int(options.value) if options.target == "tokens" else tok.num_tokens
         counts = torch.full((layout.count,), k, dtype=torch.long)
 
     code = CODING_NAMES[coding]
     ids_np = ids.cpu().numpy()
 
     def build(c: np.ndarray) -> bytes:
-        return write_file(
-            VtokFile(
-                code, tok.fingerprint()[:4], layout.width, layout.height, overlap, c, _payload(tok, code, ids_np, c)
-            )
-        )
+        return _build_file(tok, code, layout, overlap, c, ids_np)
 
-    if max_bytes is not None:
-        if max_bytes < 1:
-            raise ConfigError("max_bytes must be >= 1")
+    if options.target == "max_bytes":
+        max_bytes = int(options.value)
         lo, hi = 1, tok.num_tokens
         smallest = build(np.full(layout.count, 1))
         if len(smallest) > max_bytes:
@@ -257,7 +264,34 @@ def encode_image(
                 hi = mid - 1
         counts = torch.full((layout.count,), lo, dtype=torch.long)
     counts_np = counts.cpu().numpy().astype(np.int64)
-    return Encoded(build(counts_np), layout.width, layout.height, counts_np, coding, unmet)
+    enc = Encoded(build(counts_np), layout.width, layout.height, counts_np, coding, unmet, options=options)
+    if measure:
+        recon = blend_tiles(_decode_prefixes(tok, ids, torch.from_numpy(counts_np)), layout)
+        a, b = _to_tensor(recon), _to_tensor(array)
+        enc.psnr = float(psnr_metric(a, b).clamp(max=99))
+        enc.ssim = float(ssim_metric(a, b))
+    return enc
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def _encode_tiles(tok: Tokenizer, tiles: torch.Tensor, progress: bool, batch: int = 64) -> torch.Tensor:
+    chunks = list(tiles.split(batch))
+    if progress and len(chunks) > 1:
+        from ..progress import progress_bar
+
+        chunks = progress_bar(chunks, desc="tiles", unit="batch")
+    return torch.cat([tok.encode(chunk) for chunk in chunks])
+
+
+def _build_file(
+    tok: Tokenizer, code: int, layout: TileLayout, overlap: int, counts: np.ndarray, tokens: np.ndarray
+) -> bytes:
+    prior_id = tok.prior.id() if code == ANS else None
+    payload = _payload(tok, code, tokens, counts)
+    return write_file(VtokFile(code, tok.weights_id(), layout.width, layout.height, overlap, counts, payload, prior_id))
 
 
 def single_tile_file_sizes(
@@ -266,10 +300,11 @@ def single_tile_file_sizes(
     """Exact .vtok file sizes of S x S images (one tile each) with the given prefix lengths,
     without running the model again: tokens (N, K), counts (N,)."""
     coding = coding or ("ans" if tok.prior is not None else "bitpack")
-    code, s, fid = CODING_NAMES[coding], tok.image_size, tok.fingerprint()[:4]
+    code, s = CODING_NAMES[coding], tok.image_size
+    layout = TileLayout(s, s, s, s // 8)
     return np.array(
         [
-            len(write_file(VtokFile(code, fid, s, s, s // 8, c[None], _payload(tok, code, t[None], c[None]))))
+            len(_build_file(tok, code, layout, s // 8, c[None], t[None]))
             for t, c in zip(np.asarray(tokens), np.asarray(counts))
         ]
     )
@@ -280,21 +315,121 @@ def compress(image, model: str | os.PathLike | Tokenizer = "default", **options)
     return encode_image(image, model, **options).data
 
 
-def decode_file(data: bytes, model: str | os.PathLike | Tokenizer = "default") -> tuple[np.ndarray, VtokFile]:
-    tok = _tokenizer(model)
+@dataclass
+class TokenFile:
+    """The tokens inside a .vtok file, without decoding pixels: what an LLM pipeline reads.
+
+    tokens[i] holds the ids of tile i (row-major over a grid of `columns` x `rows` tiles of
+    `tile` pixels overlapping by `overlap`), of length counts[i]."""
+
+    tokens: list[np.ndarray]
+    counts: np.ndarray
+    width: int
+    height: int
+    tile: int
+    overlap: int
+    columns: int
+    rows: int
+    model: str
+    coding: str
+
+    def to_dict(self) -> dict:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "tile": self.tile,
+            "overlap": self.overlap,
+            "columns": self.columns,
+            "rows": self.rows,
+            "model": self.model,
+            "coding": self.coding,
+            "counts": [int(c) for c in self.counts],
+            "tokens": [[int(t) for t in row] for row in self.tokens],
+        }
+
+    def padded(self, fill: int = -1) -> np.ndarray:
+        """(T, max count) int64, positions past a tile's count set to `fill`."""
+        out = np.full((len(self.tokens), int(self.counts.max(initial=1))), fill, dtype=np.int64)
+        for i, row in enumerate(self.tokens):
+            out[i, : len(row)] = row
+        return out
+
+
+def _find_model(data: bytes, model: str | os.PathLike | Tokenizer | None) -> Tokenizer:
+    """The tokenizer a file names: `model` when given (and it must match), else the shipped one
+    whose weights the file names."""
+    from ..tokenizer import shipped_models
+
+    header = peek_header(data)
+    if model is not None:
+        tok = _tokenizer(model)
+        if header.version >= 2 and header.model_id != tok.weights_id():
+            raise FormatError(
+                f"this file was made by another model (weights id {header.model_id.hex()}); "
+                f"{tok.name} has weights id {tok.weights_id().hex()}"
+            )
+        if header.version == 1 and header.model_id != tok.fingerprint()[:4]:
+            raise FormatError(
+                f"this version-1 file was made by another model or prior (id {header.model_id.hex()}); "
+                f"{tok.name} with its prior has id {tok.fingerprint()[:4].hex()}"
+            )
+        return tok
+    for name in shipped_models():
+        tok = _tokenizer(name)
+        if header.model_id in (tok.weights_id(), tok.fingerprint()[:4]):
+            return tok
+    raise FormatError(
+        f"this file was made by a model that does not ship with vtok (weights id {header.model_id.hex()}): "
+        "give that model's folder (--model FOLDER, or model=...)"
+    )
+
+
+def _read(data: bytes, model: str | os.PathLike | Tokenizer | None) -> tuple[Tokenizer, VtokFile, np.ndarray]:
+    tok = _find_model(data, model)
     f = read_file(data, tok.image_size, tok.num_tokens)
-    if f.model_id != tok.fingerprint()[:4]:
-        raise FormatError(
-            f"this file was made by another model (id {f.model_id.hex()}); {tok.name} has id {tok.fingerprint()[:4].hex()}"
-        )
     if f.coding == ANS:
         if tok.prior is None:
-            raise FormatError("this file is ANS-coded but the model has no token prior")
+            raise FormatError(
+                f"this file is ANS-coded under token prior {f.prior_id.hex() if f.prior_id else '?'}, "
+                f"but {tok.name} has no prior (prior.safetensors) beside its weights"
+            )
+        if f.version >= 2 and f.prior_id != tok.prior.id():
+            raise FormatError(
+                f"this file is ANS-coded under token prior {f.prior_id.hex()}, but {tok.name}'s prior is "
+                f"{tok.prior.id().hex()} (refitted since?): decode with the prior.safetensors it was made with"
+            )
         tokens = ans_decode(f.payload, f.counts, tok.num_tokens, tok.prior)
     elif f.coding == BITPACK:
         tokens = unpack_tokens(f.payload, f.counts, tok.num_tokens, tok.codebook_size)
     else:  # pragma: no cover - read_file validated it
         raise FormatError(f"unknown coding {f.coding}")
+    return tok, f, tokens
+
+
+def read_tokens(data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None) -> TokenFile:
+    """The tokens of a .vtok file (bytes or a path), tile by tile, and the tile layout."""
+    data = _file_bytes(data)
+    tok, f, tokens = _read(data, model)
+    layout = TileLayout(f.width, f.height, tok.image_size, f.overlap)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= tok.codebook_size):
+        raise FormatError("payload holds token ids outside the model's codebook")
+    return TokenFile(
+        tokens=[np.asarray(row[:count], dtype=np.int64) for row, count in zip(tokens, f.counts)],
+        counts=f.counts,
+        width=f.width,
+        height=f.height,
+        tile=tok.image_size,
+        overlap=f.overlap,
+        columns=layout.nx,
+        rows=layout.ny,
+        model=tok.name,
+        coding="ans" if f.coding == ANS else "bitpack",
+    )
+
+
+def decode_file(data: bytes, model: str | os.PathLike | Tokenizer | None = None) -> tuple[np.ndarray, VtokFile]:
+    """(H, W, 3) uint8 and the parsed file. `model`: None finds the shipped model the file names."""
+    tok, f, tokens = _read(data, model)
     layout = TileLayout(f.width, f.height, tok.image_size, f.overlap)
     try:
         recon = _decode_prefixes(tok, torch.from_numpy(tokens), torch.from_numpy(f.counts))
@@ -303,12 +438,17 @@ def decode_file(data: bytes, model: str | os.PathLike | Tokenizer = "default") -
     return blend_tiles(recon, layout), f
 
 
-def decompress(data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer = "default") -> Image.Image:
-    """.vtok bytes (or a path to a .vtok file) -> RGB PIL image at the original size."""
+def _file_bytes(data: bytes | str | os.PathLike) -> bytes:
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.is_file():
             raise FormatError(f"{path}: no such file")
-        data = path.read_bytes()
-    array, _ = decode_file(data, model)
+        return path.read_bytes()
+    return data
+
+
+def decompress(data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None) -> Image.Image:
+    """.vtok bytes (or a path to a .vtok file) -> RGB PIL image at the original size. `model`:
+    None finds the shipped model the file names; give a folder for your own models."""
+    array, _ = decode_file(_file_bytes(data), model)
     return Image.fromarray(array, mode="RGB")

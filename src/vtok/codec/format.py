@@ -11,31 +11,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import VtokError
+from ..errors import FormatError
 from ..images import MAX_PIXELS
 from .tiling import TileLayout
 
-__all__ = ["MAGIC", "VERSION", "FormatError", "VtokFile", "write_file", "read_file"]
+__all__ = ["MAGIC", "VERSION", "FormatError", "Header", "VtokFile", "peek_header", "write_file", "read_file"]
 
 MAGIC = b"VTOK"
-VERSION = 1
+VERSION = 2  # 2: weights and prior identified apart; version 1 files are still read
 MAX_SIDE = 1 << 20
 MAX_PAYLOAD = 1 << 30
-
-
-class FormatError(VtokError):
-    """A .vtok file that is not valid: truncated, corrupt, of another version or another model."""
 
 
 @dataclass
 class VtokFile:
     coding: int  # 0 = bit-packed, 1 = ANS under the model's prior
-    model_id: bytes  # 4 bytes: start of the SHA-256 fingerprint of the model (and its prior)
+    model_id: bytes  # 4 bytes: start of the SHA-256 of the weights (version 1: of weights and prior)
     width: int
     height: int
     overlap: int
     counts: np.ndarray  # (T,) uint8: tokens kept per tile, row-major
     payload: bytes
+    prior_id: bytes | None = None  # 4 bytes, ANS files only: start of the SHA-256 of the prior
+    version: int = VERSION
 
 
 def _varint(value: int) -> bytes:
@@ -76,11 +74,35 @@ def write_file(f: VtokFile) -> bytes:
     body = bytearray(MAGIC)
     body += struct.pack("<BB", VERSION, f.coding)
     body += f.model_id
+    if f.coding == 1:
+        if f.prior_id is None or len(f.prior_id) != 4:
+            raise FormatError("an ANS-coded file needs the 4-byte id of its prior")
+        body += f.prior_id
     body += _varint(f.width) + _varint(f.height) + _varint(f.overlap)
     body += np.asarray(f.counts, dtype=np.uint8).tobytes()
     body += _varint(len(f.payload)) + f.payload
     body += struct.pack("<I", zlib.crc32(body))
     return bytes(body)
+
+
+@dataclass
+class Header:
+    version: int
+    coding: int
+    model_id: bytes
+
+
+def peek_header(data: bytes) -> Header:
+    """Version, coding and model id, read before the model is known (to find it)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < 10 or data[:4] != MAGIC:
+        raise FormatError("not a .vtok file (wrong magic)")
+    version, coding = data[4], data[5]
+    if version not in (1, VERSION):
+        raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 and {VERSION})")
+    return Header(version, coding, data[6:10])
 
 
 def read_file(data: bytes, tile: int, num_tokens: int) -> VtokFile:
@@ -97,11 +119,12 @@ def read_file(data: bytes, tile: int, num_tokens: int) -> VtokFile:
     r = _Reader(data[:-4])
     r.take(4, "magic")
     version, coding = struct.unpack("<BB", r.take(2, "version"))
-    if version != VERSION:
-        raise FormatError(f"format version {version} is not supported (this vtok reads version {VERSION})")
+    if version not in (1, VERSION):
+        raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 and {VERSION})")
     if coding not in (0, 1):
         raise FormatError(f"unknown coding method {coding}")
     model_id = r.take(4, "model id")
+    prior_id = r.take(4, "prior id") if version >= 2 and coding == 1 else None
     width = r.varint("width", MAX_SIDE)
     height = r.varint("height", MAX_SIDE)
     if width < 1 or height < 1 or width * height > MAX_PIXELS:
@@ -117,4 +140,4 @@ def read_file(data: bytes, tile: int, num_tokens: int) -> VtokFile:
     payload = r.take(length, "payload")
     if r.pos != len(r.data):
         raise FormatError(f"{len(r.data) - r.pos} unexpected bytes after the payload")
-    return VtokFile(coding, model_id, width, height, overlap, counts, payload)
+    return VtokFile(coding, model_id, width, height, overlap, counts, payload, prior_id, version)

@@ -55,6 +55,15 @@ class TokenPrior:
         self.alphabets = [p.shape[1] for p in self.probs]
         self.num_positions = self.probs[0].shape[0]
 
+    def id(self) -> bytes:
+        """The first 4 bytes of the SHA-256 over the probabilities: what an ANS-coded file names."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for p in self.probs:
+            h.update(p.tobytes())
+        return h.digest()[:4]
+
     @classmethod
     def fit(cls, tokens: torch.Tensor | np.ndarray, alphabets: list[int]) -> TokenPrior:
         """Estimate from (N, K) full-length token sequences."""
@@ -95,7 +104,7 @@ class TokenPrior:
     def save(self, path: str | Path) -> None:
         from safetensors.numpy import save_file
 
-        from ..tokenizer import atomic_path
+        from ..files import atomic_path
 
         with atomic_path(Path(path)) as tmp:
             save_file({f"probs_{d}": p for d, p in enumerate(self.probs)}, str(tmp), metadata={"format": "vtok-prior"})
@@ -123,8 +132,8 @@ def fit_prior(
 ) -> TokenPrior:
     """Fit a prior on the tokens of random crops (random scale and position) of a folder's images,
     attach it to `tokenizer` (``tokenizer.prior``) and return it."""
+    from ..data import RandomCropDataset, scan_images
     from ..errors import ImageError
-    from ..train.data import RandomCropDataset, scan_images
 
     files, _ = scan_images(folder)
     if not files:

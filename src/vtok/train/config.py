@@ -15,7 +15,10 @@ import yaml
 
 from ..errors import ConfigError
 
-__all__ = ["TrainConfig", "load_config", "config_to_dict"]
+__all__ = ["TrainConfig", "load_config", "load_run_config", "config_to_dict", "RESOURCE_KEYS"]
+
+# Keys that say how a run is carried out, not what it computes: --resume may change them.
+RESOURCE_KEYS = frozenset({"device", "threads", "data.workers", "log_every", "eval_every", "checkpoint_every"})
 
 
 @dataclass
@@ -96,13 +99,17 @@ class TrainConfig:
     checkpoint_every: int = 100
 
 
-def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Defaults <- YAML file <- ``section.key=value`` overrides (values parsed as YAML)."""
-    data = config_to_dict(TrainConfig())
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), schema: type = TrainConfig
+) -> Any:
+    """Defaults <- YAML file <- ``section.key=value`` overrides (values parsed as YAML), checked
+    against `schema`, a dataclass whose dataclass-typed fields are sections and whose dict-typed
+    fields are free mappings (merged key by key)."""
+    data = _as_data(schema())
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -129,24 +136,38 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             cursor = cursor.setdefault(part, {})
         cursor[parts[-1]] = value
         _merge(data, nested, prefix="")
-    return _build(TrainConfig, data, "")
+    return _build(schema, data, "")
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any], prefix: str) -> None:
+    """Merge `new` into `base` (both from the schema's shape): sections recurse, mappings merge."""
     for key, value in new.items():
         if key not in base:
             known = ", ".join(sorted(base))
             raise ConfigError(f"unknown config key {prefix}{key!r}; known here: {known}")
-        if isinstance(base[key], dict) and key != "overrides":
+        if isinstance(base[key], dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"config key {prefix}{key} is a section, not a value")
-            _merge(base[key], value, prefix=f"{prefix}{key}.")
-        elif key == "overrides":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}overrides must be a mapping")
-            base[key] = {**base[key], **value}
+                raise ConfigError(f"config key {prefix}{key} is a section or mapping, not a value")
+            if _is_section(base[key]):
+                _merge(base[key], value, prefix=f"{prefix}{key}.")
+            else:
+                base[key] = {**base[key], **value}
         else:
             base[key] = value
+
+
+def _is_section(value: dict[str, Any]) -> bool:
+    return isinstance(value, _Section)
+
+
+class _Section(dict):
+    """A dataclass section in the dict form of a config (mappings stay plain dicts)."""
+
+
+def _as_data(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _Section({f.name: _as_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
+    return obj
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str):
@@ -173,3 +194,47 @@ def _build(cls: type, data: dict[str, Any], prefix: str):
                 value = int(value)
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def load_run_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), resume: bool = False
+) -> TrainConfig:
+    """The config of a run. `path` is a YAML file or a run folder (its ``config.yaml``). With
+    `resume`, a run folder that already holds a ``config.yaml`` keeps it: the file and overrides
+    given now may only change RESOURCE_KEYS; anything else would silently change the run, so it
+    is refused."""
+    if path is not None and Path(path).is_dir():
+        saved = Path(path) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"{path}: a folder without config.yaml is not a run folder")
+        path = saved
+    config = load_config(path, overrides)
+    saved_path = Path(config.out_dir) / "config.yaml"
+    if not resume or not saved_path.is_file() or (path is not None and Path(path).resolve() == saved_path.resolve()):
+        return config
+    saved = load_config(saved_path)
+    new_flat, old_flat = _flatten(_as_data(config)), _flatten(_as_data(saved))
+    changed = sorted(k for k in new_flat.keys() | old_flat.keys() if new_flat.get(k) != old_flat.get(k))
+    refused = [k for k in changed if k not in RESOURCE_KEYS]
+    if refused:
+        shown = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in refused[:3])
+        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        raise ConfigError(
+            f"--resume would change the run in {saved_path.parent} ({shown}{more}); resume with "
+            f"`vtok train {saved_path.parent} --resume`, or start a new out_dir"
+        )
+    for key in changed:  # resource keys only
+        section, _, name = key.rpartition(".")
+        target = getattr(saved, section) if section else saved
+        setattr(target, name, getattr(getattr(config, section) if section else config, name))
+    return saved
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, _Section):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,0 +1,248 @@
+"""The tokenizer as a training task: data, the objective, evaluation and export.
+
+Objective per step: nested dropout picks a prefix length per image (:func:`sample_prefix_lengths`);
+reconstruction (L1, L2, SSIM) and the perceptual distance apply to every image; from
+``gan_start_step`` an adversarial loss joins, its weight ramping up linearly and scaled per image
+by (k / K) ** prefix_power, so short prefixes stay faithful averages while long ones get sharp;
+the discriminator is updated after the tokenizer, on the same batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import InMemoryCropSampler, RandomCropDataset
+from ..images import tensor_to_pil
+from ..metrics.pixel import psnr, ssim
+from ..models import TokenizerModel
+from ..tokenizer import Tokenizer
+from ..viz import image_sheet, save_image_atomic
+from .adversarial import AdversarialLoss, PatchDiscriminator
+from .data import StepBatchSampler
+from .loop import Distributed, append_csv
+from .losses import ReconstructionLoss
+
+__all__ = ["AdversarialSettings", "DataSettings", "TokenizerTask", "sample_prefix_lengths"]
+
+
+def sample_prefix_lengths(batch: int, num_tokens: int, full_prob: float, generator: torch.Generator) -> torch.Tensor:
+    """Nested dropout: per image, keep all K tokens with probability `full_prob`, else a prefix
+    length drawn log-uniformly from 1..K so short prefixes are trained as often as long ones."""
+    u = torch.rand(batch, generator=generator)
+    k = torch.exp(torch.rand(batch, generator=generator) * math.log(num_tokens + 1)).floor().long()
+    k = k.clamp(1, num_tokens)
+    return torch.where(u < full_prob, torch.full_like(k, num_tokens), k)
+
+
+@dataclass
+class DataSettings:
+    files: list[Path]
+    weights: torch.Tensor | None  # sampling weight per file (source balance)
+    steps: int
+    batch_size: int
+    seed: int = 0
+    min_scale: float = 0.1
+    max_side: int = 768
+    hflip: bool = True
+    color_jitter: float = 0.05
+    workers: int = 0
+    in_memory: bool = False
+
+
+@dataclass
+class AdversarialSettings:
+    weight: float = 0.0
+    start_step: int = 0
+    ramp_steps: int = 500
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.9
+    lecam: float = 0.001
+    channels: int = 64
+    layers: int = 3
+    crop: int = 0
+    prefix_power: float = 1.0
+
+
+class TokenizerTask:
+    def __init__(
+        self,
+        model: TokenizerModel,
+        name: str,
+        env: Distributed,
+        data: DataSettings,
+        loss: ReconstructionLoss,
+        full_length_prob: float,
+        adversarial: AdversarialSettings,
+        val_images: torch.Tensor,
+        out_dir: Path,
+    ):
+        self.model, self.name, self.env, self.data = model, name, env, data
+        self.loss_fn = loss.to(env.device)
+        self.full_length_prob = full_length_prob
+        self.adv = adversarial
+        self.val_images = val_images
+        self.out_dir = Path(out_dir)
+        self.generator = torch.Generator().manual_seed(data.seed * 7919 + env.rank)
+        self.failed: set[Path] = set()
+        self.discriminator: PatchDiscriminator | None = None
+        self.train_model = env.wrap(model)
+        if adversarial.weight > 0:
+            self.discriminator = PatchDiscriminator(adversarial.channels, adversarial.layers).to(env.device)
+            self.train_discriminator = env.wrap(self.discriminator)
+            self.d_optimizer = torch.optim.AdamW(
+                self.discriminator.parameters(),
+                lr=adversarial.lr,
+                betas=(adversarial.beta1, adversarial.beta2),
+                weight_decay=0.0,
+            )
+            self.adversarial = AdversarialLoss(lecam=adversarial.lecam).to(env.device)
+
+    # -- data ----------------------------------------------------------------------------------
+    def batches(self, start_step: int):
+        d, env = self.data, self.env
+        if d.in_memory:
+            sampler = InMemoryCropSampler(
+                d.files,
+                self.model.image_size,
+                seed=d.seed,
+                device=env.device,
+                min_scale=d.min_scale,
+                max_side=d.max_side,
+                hflip=d.hflip,
+                color_jitter=d.color_jitter,
+                weights=d.weights,
+                progress=env.is_main,
+            )
+            self.failed.update(sampler.failed)
+            for step in range(start_step, d.steps):
+                yield sampler.batch(step, env.rank, d.batch_size)
+            return
+        dataset = RandomCropDataset(
+            d.files,
+            self.model.image_size,
+            seed=d.seed,
+            length=d.steps * d.batch_size * env.world_size,
+            min_scale=d.min_scale,
+            max_side=d.max_side,
+            hflip=d.hflip,
+            color_jitter=d.color_jitter,
+            weights=d.weights,
+        )
+        steps = StepBatchSampler(start_step, d.steps, d.batch_size, env.rank, env.world_size)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=steps, num_workers=d.workers, persistent_workers=d.workers > 0
+        )
+        for x in loader:
+            yield x.to(env.device, non_blocking=True)
+        self.failed.update(dataset.failed)  # only seen in-process; workers keep their own count
+
+    # -- the objective -------------------------------------------------------------------------
+    def _gan_weight(self, step: int) -> float:
+        """The generator's adversarial weight at this step: 0, then a linear ramp, then the weight."""
+        a = self.adv
+        if a.weight <= 0 or step < a.start_step:
+            return 0.0
+        return a.weight * min(1.0, (step - a.start_step + 1) / max(1, a.ramp_steps))
+
+    def _gan_window(self):
+        """The crop the discriminator sees this step (the same for real and fake images)."""
+        size, side = self.adv.crop, self.model.image_size
+        if size <= 0 or size >= side:
+            return lambda t: t
+        top, left = (int(v) for v in torch.randint(side - size + 1, (2,), generator=self.generator))
+        return lambda t: t[:, :, top : top + size, left : left + size]
+
+    def loss(self, x: torch.Tensor, step: int, autocast: bool):
+        device = self.env.device.type
+        keep = sample_prefix_lengths(x.shape[0], self.model.num_tokens, self.full_length_prob, self.generator)
+        keep = keep.to(x.device)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            out = self.train_model(x * 2 - 1, keep)  # recon in about [-1, 1]
+        recon = (out.recon.float() + 1) / 2
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            loss, parts = self.loss_fn(recon, x)
+        total = loss + out.aux_loss
+        gan_weight = self._gan_weight(step)
+        window = None
+        if self.discriminator is not None:  # the same columns from step 0, so metrics.csv keeps them
+            parts.update(g_loss=0.0, gan_weight=0.0, d_loss=0.0, d_real=0.0, d_fake=0.0)
+        if gan_weight > 0:
+            window = self._gan_window()
+            self.discriminator.requires_grad_(False)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+                logits_fake = self.train_discriminator(window(out.recon))
+            prefix_weight = (keep.float() / self.model.num_tokens) ** self.adv.prefix_power
+            g_loss = self.adversarial.generator_loss(logits_fake, prefix_weight)
+            total = total + gan_weight * g_loss
+            parts.update(g_loss=float(g_loss.detach()), gan_weight=gan_weight)
+        parts["psnr"] = float(psnr(recon.detach().clamp(0, 1), x).clamp(max=99).mean())
+        parts.update({k: float(v) for k, v in out.stats.items()})
+        return total, parts, (out.recon.detach(), window)
+
+    def after_step(self, x: torch.Tensor, step: int, carry, autocast: bool) -> dict[str, float]:
+        fake, window = carry
+        if window is None:
+            return {}
+        self.discriminator.requires_grad_(True)
+        with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = self.train_discriminator(torch.cat([window(x * 2 - 1), window(fake)]))
+        logits_real, logits_fake = logits.chunk(2)
+        d_loss, stats = self.adversarial.discriminator_loss(logits_real, logits_fake)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimizer.step()
+        return stats
+
+    # -- checkpoint state -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"generator": self.generator.get_state()}
+        if self.discriminator is not None:
+            state["discriminator"] = self.discriminator.state_dict()
+            state["d_optimizer"] = self.d_optimizer.state_dict()
+            state["adversarial"] = self.adversarial.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "generator" in state:
+            self.generator.set_state(state["generator"].cpu())
+        if self.discriminator is not None and "discriminator" in state:
+            self.discriminator.load_state_dict(state["discriminator"], strict=True)
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+            self.adversarial.load_state_dict(state["adversarial"], strict=True)
+
+    # -- evaluation and export -----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate_and_export(self, ema: nn.Module, step: int, elapsed: float) -> dict[str, Any]:
+        """EMA weights: held-out PSNR/SSIM at k = 1, 2, 4, ..., K, a sample sheet, and the export."""
+        tok = Tokenizer(ema, name=self.name)
+        images = self.val_images
+        if images.numel() == 0:  # no held-out folder: show a fixed batch of training crops
+            ds = RandomCropDataset(self.data.files, self.model.image_size, seed=self.data.seed + 1, length=8)
+            images = torch.stack([ds[i] for i in range(8)])
+        images = images.to(self.env.device)
+        row: dict[str, Any] = {"step": step, "elapsed_s": round(elapsed, 1)}
+        tokens = tok.encode(images)
+        shown = torch.linspace(0, images.shape[0] - 1, min(6, images.shape[0])).round().long()  # spread over the set
+        columns = [[tensor_to_pil(images[i])] for i in shown]
+        labels = [["original"] for _ in shown]
+        for k in tok.prefix_lengths():
+            recon = tok.decode(tokens[:, :k])
+            per_image = psnr(recon, images).clamp(max=99)
+            row[f"psnr_k{k}"] = round(float(per_image.mean()), 3)
+            row[f"ssim_k{k}"] = round(float(ssim(recon, images).mean()), 4)
+            for column, label, i in zip(columns, labels, shown):
+                column.append(tensor_to_pil(recon[i]))
+                label.append(f"k={k}\n{float(per_image[i]):.1f} dB")
+        if self.val_images.numel():
+            append_csv(self.out_dir / "eval.csv", row)
+        title = f"step {step}: original, then k = {', '.join(map(str, tok.prefix_lengths()))} tokens"
+        save_image_atomic(image_sheet(columns, labels, title=title), self.out_dir / "samples" / f"step_{step:07d}.png")
+        tok.save_pretrained(self.out_dir / "model")
+        return row
