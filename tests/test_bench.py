@@ -21,6 +21,7 @@ def small_photo():
     return Image.open(sample_images()[1]).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS)
 
 
+@pytest.mark.slow
 def test_equal_bytes_search_never_exceeds_the_budget(small_photo):
     codecs, _ = available_codecs()
     assert {c.name for c in codecs} >= {"jpeg", "webp"}
@@ -83,6 +84,7 @@ def small_bench(tiny_model_dir, photo_dirs, tmp_path_factory):
     return result, write_report(result, tmp_path_factory.mktemp("report"), folder=photo_dirs[1])
 
 
+@pytest.mark.slow
 def test_small_end_to_end_bench_writes_parsable_reports(small_bench):
     result, files = small_bench
     ks = [1, 2, 4, 8]
@@ -119,6 +121,7 @@ def test_model_is_labelled_by_the_folder_given(small_bench, tiny_model_dir, tmp_
     assert _unique_labels([tok, tok], [str(a), str(a)]) == ["model #1", "model #2"]  # the same folder twice
 
 
+@pytest.mark.slow
 def test_codec_that_cannot_reach_vtok_is_not_a_vtok_win(tmp_path):
     def rec(image, ssim, codec_ssim):
         at_budget = None if codec_ssim is None else {"bytes": 90, "quality": 5, "psnr": 20.0, "ssim": codec_ssim}
@@ -229,6 +232,7 @@ def test_bench_without_the_perceptual_extra_or_matplotlib(tiny_model_dir, photo_
     assert 'src="equal_bytes.png"' in page
 
 
+@pytest.mark.slow
 def test_bench_cli_and_its_errors(tiny_model_dir, photo_dirs, tmp_path, capsys):
     out = tmp_path / "b"
     assert (
@@ -261,6 +265,7 @@ def test_bench_cli_and_its_errors(tiny_model_dir, photo_dirs, tmp_path, capsys):
         main(["bench", str(tiny_model_dir)])  # argparse: --out is required
 
 
+@pytest.mark.slow
 def test_bench_with_lpips_and_fid_from_user_files(tiny_model_dir, photo_dirs, metric_weight_files, tmp_path, capsys):
     from vtok.metrics.lpips import LPIPS
 
@@ -311,6 +316,7 @@ def test_models_sharing_a_name_are_reported_apart(tiny_model_dir, photo_dirs):
     assert set(summary) == set(names) and all(e["1"]["images"] == 2 for e in summary.values())
 
 
+@pytest.mark.slow
 def test_paired_differences_are_per_image_and_hand_checkable(tiny_model_dir, photo_dirs, tmp_path):
     from vtok.bench import paired_differences
 

@@ -43,6 +43,7 @@ def test_eval_prints_table_and_writes_json(tiny_model_dir, photo_dirs, tmp_path,
     assert 0 < data["codebook_usage"] <= 1
 
 
+@pytest.mark.slow
 def test_train_from_the_command_line(photo_dirs, tmp_path):
     out = tmp_path / "run"
     result = run_cli(
@@ -62,6 +63,7 @@ def test_train_from_the_command_line(photo_dirs, tmp_path):
         (["train", str(REPO / "configs" / "tiny.yaml"), "optim.nope=1"], "unknown config key"),
     ],
 )
+@pytest.mark.slow
 def test_user_mistakes_are_one_line_errors(args, message):
     result = run_cli(*args)
     assert result.returncode == 2
@@ -70,6 +72,7 @@ def test_user_mistakes_are_one_line_errors(args, message):
     assert len(lines) == 1 and lines[0].startswith("vtok: error:") and message in lines[0]
 
 
+@pytest.mark.slow
 def test_eval_on_an_empty_folder_and_a_folder_of_junk(tiny_model_dir, tmp_path):
     result = run_cli("eval", tiny_model_dir, tmp_path)
     assert result.returncode == 2 and "no image files" in result.stderr
@@ -78,6 +81,7 @@ def test_eval_on_an_empty_folder_and_a_folder_of_junk(tiny_model_dir, tmp_path):
     assert result.returncode == 2 and "could be read" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_demo_on_a_non_image_file(tiny_model_dir, tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")

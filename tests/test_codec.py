@@ -187,6 +187,7 @@ def test_parser_never_crashes_on_random_bytes(blob):
         pass
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 10_000), st.integers(0, 255))
 def test_single_byte_corruption_is_always_caught(coder, position, value):

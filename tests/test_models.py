@@ -6,6 +6,7 @@ from vtok.models.blocks import zigzag_dct_basis
 from vtok.registry import create_model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", vtok.list_tokenizers())
 def test_every_registered_model_shapes_finite_and_all_parameters_learn(name):
     torch.manual_seed(0)

@@ -43,6 +43,7 @@ def _reference_lpips(trunk: torch.nn.Sequential, taps, lins, x, y):
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("net", ["vgg", "alex"])
 def test_lpips_loads_user_files_and_equals_the_formula(metric_weight_files, net):
     from safetensors.torch import load_file
@@ -91,6 +92,7 @@ def test_lpips_rejects_wrong_files_with_typed_errors(metric_weight_files):
         LPIPS(bad, w["lpips_vgg"])
 
 
+@pytest.mark.slow
 def test_fid_inception_loads_pytorch_fid_layout(metric_weight_files):
     state = torch.load(metric_weight_files["inception"], weights_only=True)
     # Spot checks of the published file's layout (torchvision names, pytorch-fid's 1008-way fc).

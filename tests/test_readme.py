@@ -68,6 +68,7 @@ def test_readme_has_python_snippets():
     assert len(BLOCKS) >= 3, "the README's ```python blocks were not found"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line, code", RUN, ids=[f"README.md:{line}" for line, _ in RUN])
 def test_readme_python_snippet_runs(line, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -50,6 +50,7 @@ def test_prefix_lengths_cover_short_and_full():
     assert (k <= 4).float().mean() > 0.2  # short prefixes are trained often
 
 
+@pytest.mark.slow
 def test_real_training_lowers_loss_and_raises_psnr(photo_dirs, tmp_path):
     cfg = _cfg(
         photo_dirs,
@@ -74,6 +75,7 @@ def test_real_training_lowers_loss_and_raises_psnr(photo_dirs, tmp_path):
     assert sorted((tmp_path / "run" / "samples").glob("*.png"))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(photo_dirs, tmp_path):
     steps = ["optim.steps=400", "checkpoint_every=10", "eval_every=1000", "optim.batch_size=4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -101,6 +103,7 @@ def test_resume_after_kill_matches_uninterrupted_run(photo_dirs, tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-5), key
 
 
+@pytest.mark.slow
 def test_unreadable_training_files_are_skipped_and_counted(photo_dirs, tmp_path):
     train = tmp_path / "train"
     train.mkdir()
@@ -126,13 +129,14 @@ def test_empty_training_folder_is_a_clear_error(tmp_path):
         Trainer(cfg)
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(photo_dirs, tmp_path):
     out = tmp_path / "ddp"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "vtok", "train", str(REPO / "configs" / "tiny.yaml"),
         f"data.train_dir={photo_dirs[0]}", f"out_dir={out}", "optim.steps=12", "threads=1",
-        "model.overrides.quantizer=vq", "model.overrides.vq_codebook_size=64", "model.overrides.vq_dim=4",
+        "model.overrides.quantizer={name: vq, codebook_size: 64, dim: 4}",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

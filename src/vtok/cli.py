@@ -229,7 +229,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     if args.lpips:
         from .metrics.lpips import LPIPS
 
-        lpips = LPIPS(*args.lpips, net=args.lpips_net)
+        backbone_weights, lpips_weights = args.lpips  # argparse: nargs=2
+        lpips = LPIPS(backbone_weights, lpips_weights, net=args.lpips_net)
     result = run_bench(
         args.models,
         args.folder,

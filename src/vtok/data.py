@@ -8,6 +8,7 @@ without worker processes and on any number of ranks.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -236,7 +237,9 @@ def load_images(
 ) -> tuple[torch.Tensor, list[Path], list[str]]:
     """Up to `limit` readable files, each by the tokenizer's policy (shorter side to S, centre
     crop): (N, 3, S, S) in [0, 1], their paths, and the skipped files with reasons."""
-    tensors, paths, skipped = [], [], []
+    tensors: list[torch.Tensor] = []
+    paths: list[Path] = []
+    skipped: list[str] = []
     for path in files:
         if limit is not None and len(tensors) >= limit:
             break
@@ -250,7 +253,9 @@ def load_images(
     return torch.stack(tensors), paths, skipped
 
 
-def load_folder(folder: str | Path, size: int, limit: int | None = None) -> tuple[torch.Tensor, list[Path], list[str]]:
+def load_folder(
+    folder: str | os.PathLike, size: int, limit: int | None = None
+) -> tuple[torch.Tensor, list[Path], list[str]]:
     """Every image below `folder` as in :func:`load_images`; ImageError when none can be read."""
     files = find_images(folder)
     if not files:

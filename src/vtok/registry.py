@@ -40,7 +40,7 @@ def variant_config(name: str, **overrides: Any) -> tuple[str, dict[str, Any]]:
     if name not in _VARIANTS:
         raise ConfigError(f"unknown tokenizer {name!r}; choose one of: {', '.join(list_tokenizers())}")
     architecture, values = _VARIANTS[name]
-    merged = {**values, **overrides}
+    merged = upgrade_legacy_config({**values, **overrides})
     config_cls, _ = ARCHITECTURES[architecture]
     _check_keys(architecture, merged)
     return architecture, dataclasses.asdict(config_cls(**merged))
@@ -51,12 +51,32 @@ def build_model(architecture: str, config: dict[str, Any]) -> TokenizerModel:
     if architecture not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     config_cls, model_cls = ARCHITECTURES[architecture]
+    config = upgrade_legacy_config(config)
     _check_keys(architecture, config)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     try:
         return model_cls(config_cls(**values))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"invalid {architecture} config: {e}") from e
+
+
+def upgrade_legacy_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before quantizers had their own section (``quantizer: "fsq"``,
+    ``fsq_levels``, ``vq_codebook_size``, ``vq_dim``) -> today's ``quantizer`` mapping."""
+    legacy = {"fsq_levels", "vq_codebook_size", "vq_dim"}
+    if not isinstance(config.get("quantizer"), str) and not legacy & set(config):
+        return config
+    config = dict(config)
+    name = config.pop("quantizer", "fsq")
+    levels = config.pop("fsq_levels", [8, 8, 8, 5, 5, 5])
+    size, dim = config.pop("vq_codebook_size", 4096), config.pop("vq_dim", 8)
+    if name == "fsq":
+        config["quantizer"] = {"name": "fsq", "levels": list(levels)}
+    elif name == "vq":
+        config["quantizer"] = {"name": "vq", "codebook_size": size, "dim": dim}
+    else:
+        raise ConfigError(f"unknown quantizer {name!r} in a legacy config")
+    return config
 
 
 def create_model(name: str, **overrides: Any) -> TokenizerModel:
@@ -74,7 +94,7 @@ def _check_keys(architecture: str, values: dict[str, Any]) -> None:
         )
 
 
-_TINY = dict(image_size=32, patch=4, channels=(16, 32), fsq_levels=(8, 5, 5, 5))
+_TINY = dict(image_size=32, patch=4, channels=(16, 32), quantizer={"name": "fsq", "levels": [8, 5, 5, 5]})
 register_variant(
     "ordered1d-tiny", "ordered1d", **_TINY, width=32, encoder_depth=1, decoder_depth=1, heads=2, num_tokens=8
 )

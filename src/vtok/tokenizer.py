@@ -303,8 +303,9 @@ class Tokenizer:
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> Tokenizer:
         """Load a tokenizer from the first of these that `name_or_path` names:
 
+        - a shipped model by name (``vtok.shipped_models()``, e.g. ``"default"``), offline; a folder
+          of the same name in the working directory is loaded only as ``"./default"`` (with a warning);
         - a local folder written by ``save_pretrained`` (a local folder wins over a Hub id of the same name);
-        - a shipped model by name (``vtok.shipped_models()``, e.g. ``"default"``), offline;
         - a Hugging Face Hub id, ``"user/repo"`` or ``"user/repo@revision"`` (branch, tag or commit),
           through ``huggingface_hub.snapshot_download`` and its cache (needs ``vtok[hub]``).
 
@@ -384,6 +385,18 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
     from .hub import download, parse_hub_id
 
     path = Path(name_or_path)
+    if isinstance(name_or_path, str) and name_or_path in shipped_models():
+        # A bare shipped name always means the shipped model: a folder that happens to carry the
+        # same name in the working directory must not replace it silently.
+        if path.is_dir():
+            import warnings
+
+            warnings.warn(
+                f"loading the shipped model {name_or_path!r}, not the folder ./{name_or_path}: "
+                f"pass './{name_or_path}' to load the folder",
+                stacklevel=3,
+            )
+        return WEIGHTS_DIR / name_or_path
     if path.is_dir():
         return path
     if path.exists():

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = ["image_sheet"]
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has no sized default font

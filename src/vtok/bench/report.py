@@ -223,8 +223,8 @@ def _plots(result: BenchResult, summary: dict[str, Any], out: Path) -> dict[str,
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         import matplotlib.ticker
-    except ImportError as e:
-        raise OptionalDependencyError("matplotlib", "plot", "bench plots") from e
+    except ImportError as exc:
+        raise OptionalDependencyError("matplotlib", "plot", "bench plots") from exc
     files: dict[str, Path] = {}
     metrics = [
         ("psnr", "PSNR (dB)"),

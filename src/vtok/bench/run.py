@@ -29,7 +29,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,10 @@ from ..metrics.pixel import ms_ssim, psnr, ssim
 from ..metrics.tokens import token_statistics
 from ..tokenizer import Tokenizer, load
 from .codecs import CODEC_NAMES, CodecLadder, available_codecs
+
+if TYPE_CHECKING:
+    from ..metrics.lpips import LPIPS
+    from ..metrics.perceptual import FeatureDistance
 
 __all__ = ["BenchResult", "run_bench", "summarize", "paired_differences", "frechet_distance"]
 
@@ -105,7 +109,7 @@ def run_bench(
     codecs: tuple[str, ...] = CODEC_NAMES,
     limit: int | None = None,
     perceptual: bool = True,
-    lpips: torch.nn.Module | None = None,
+    lpips: LPIPS | None = None,
     inception: torch.nn.Module | str | os.PathLike | None = None,
     progress: bool = True,
 ) -> BenchResult:
@@ -122,7 +126,7 @@ def run_bench(
     labels = _unique_labels(toks, models)
     found, missing = available_codecs(tuple(codecs))
     result = BenchResult(models=[], records=[], missing_codecs=missing)
-    distances: dict[str, torch.nn.Module] = {}
+    distances: dict[str, LPIPS | FeatureDistance] = {}
     feature = _feature_distance(result.notes) if perceptual else None
     if feature is not None:
         distances["feature_distance"] = feature
@@ -201,7 +205,7 @@ def run_bench(
     return result
 
 
-def _feature_distance(notes: dict[str, str]) -> torch.nn.Module | None:
+def _feature_distance(notes: dict[str, str]) -> FeatureDistance | None:
     """The EffNet-Lite0 feature distance, or None with the reason in `notes` when the perceptual
     extra is not installed: `pip install vtok` alone must still bench pixels and bytes."""
     from ..metrics.perceptual import create_feature_distance
@@ -299,7 +303,7 @@ def _score_prefixes(tok: Tokenizer, tokens: torch.Tensor, images: torch.Tensor, 
 class _Scored(CodecLadder):
     """A codec ladder whose decoded files are also scored at most once."""
 
-    def __init__(self, codec, original, reference: torch.Tensor, distances: dict[str, torch.nn.Module]):
+    def __init__(self, codec, original, reference: torch.Tensor, distances: dict[str, LPIPS | FeatureDistance]):
         super().__init__(codec, original)
         self.reference, self.distances = reference, distances
         with torch.no_grad():
@@ -330,7 +334,11 @@ class _Scored(CodecLadder):
                 continue
             sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
             target = sign * vtok_rec[metric]
-            match = self.cheapest_reaching(lambda x, m=metric, s=sign, t=target: s * self.score(x)[m] >= t)
+
+            def reaches(quality: int, m: str = metric, s: float = sign, t: float = target) -> bool:
+                return s * self.score(quality)[m] >= t
+
+            match = self.cheapest_reaching(reaches)
             out["to_match"][metric] = None if match is None else {"bytes": match.bytes, "ratio": match.bytes / budget}
         return out
 

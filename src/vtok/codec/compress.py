@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,6 +227,7 @@ def encode_image(
     if not 0 <= overlap <= s // 2:
         raise ConfigError(f"overlap must lie in 0..{s // 2}")
     if options.target == "tokens":
+        assert options.value is not None  # EncodeOptions: a target always comes with its value
         tok._check_num_tokens(int(options.value))
 
     array = _as_array(image)
@@ -233,13 +235,18 @@ def encode_image(
     tiles = split_tiles(array, layout)  # (T, 3, S, S)
     ids = _encode_tiles(tok, tiles, progress)  # (T, K)
     unmet = 0
-    if options.is_quality and options.allocation == "mean":
-        counts, met = allocate_prefix_lengths(tok, tiles, ids, options.target, float(options.value))
-        unmet = 0 if met else layout.count
-    elif options.is_quality:
-        counts, unmet = choose_prefix_lengths(tok, tiles, ids, options.target, float(options.value))
+    if options.is_quality:
+        assert options.target is not None and options.value is not None  # a quality target has a value
+        if options.allocation == "mean":
+            counts, met = allocate_prefix_lengths(tok, tiles, ids, options.target, float(options.value))
+            unmet = 0 if met else layout.count
+        else:
+            counts, unmet = choose_prefix_lengths(tok, tiles, ids, options.target, float(options.value))
     else:
-        k = int(options.value) if options.target == "tokens" else tok.num_tokens
+        k = tok.num_tokens
+        if options.target == "tokens":
+            assert options.value is not None
+            k = int(options.value)
         counts = torch.full((layout.count,), k, dtype=torch.long)
 
     code = CODING_NAMES[coding]
@@ -249,6 +256,7 @@ def encode_image(
         return _build_file(tok, code, layout, overlap, c, ids_np)
 
     if options.target == "max_bytes":
+        assert options.value is not None
         max_bytes = int(options.value)
         lo, hi = 1, tok.num_tokens
         smallest = build(np.full(layout.count, 1))
@@ -279,11 +287,12 @@ def _to_tensor(array: np.ndarray) -> torch.Tensor:
 
 def _encode_tiles(tok: Tokenizer, tiles: torch.Tensor, progress: bool, batch: int = 64) -> torch.Tensor:
     chunks = list(tiles.split(batch))
+    batches: Iterable[torch.Tensor] = chunks
     if progress and len(chunks) > 1:
         from ..progress import progress_bar
 
-        chunks = progress_bar(chunks, desc="tiles", unit="batch")
-    return torch.cat([tok.encode(chunk) for chunk in chunks])
+        batches = progress_bar(chunks, desc="tiles", unit="batch")
+    return torch.cat([tok.encode(chunk) for chunk in batches])
 
 
 def _build_file(
@@ -394,6 +403,7 @@ def _read(data: bytes, model: str | os.PathLike | Tokenizer | None) -> tuple[Tok
                 f"but {tok.name} has no prior (prior.safetensors) beside its weights"
             )
         if f.version >= 2 and f.prior_id != tok.prior.id():
+            assert f.prior_id is not None  # read_file reads a prior id for every version-2 ANS file
             raise FormatError(
                 f"this file is ANS-coded under token prior {f.prior_id.hex()}, but {tok.name}'s prior is "
                 f"{tok.prior.id().hex()} (refitted since?): decode with the prior.safetensors it was made with"

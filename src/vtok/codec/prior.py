@@ -15,16 +15,13 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError, TokenError
-from ..quantizers import FSQ
 
 __all__ = ["TokenPrior", "symbol_alphabets", "tokens_to_symbols", "symbols_to_tokens"]
 
 
 def symbol_alphabets(quantizer) -> list[int]:
-    """Alphabet size of each symbol a token is split into."""
-    if isinstance(quantizer, FSQ):
-        return list(quantizer.levels)
-    return [int(quantizer.codebook_size)]
+    """The symbols a token splits into for the prior (see Quantizer.symbol_alphabets)."""
+    return quantizer.symbol_alphabets()
 
 
 def tokens_to_symbols(tokens: np.ndarray, alphabets: list[int]) -> np.ndarray:
@@ -118,9 +115,10 @@ class TokenPrior:
             data = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelLoadError(f"{path}: unreadable prior ({e})") from e
-        probs = [data.get(f"probs_{d}") for d in range(len(alphabets))]
+        found = [data.get(f"probs_{d}") for d in range(len(alphabets))]
+        probs = [p for p in found if p is not None]
         expected = [(num_positions, a) for a in alphabets]
-        if any(p is None for p in probs) or [p.shape for p in probs] != expected or len(data) != len(alphabets):
+        if len(probs) != len(found) or [p.shape for p in probs] != expected or len(data) != len(alphabets):
             raise ModelLoadError(f"{path}: prior does not match the model (expected shapes {expected})")
         if any(not np.all(np.isfinite(p)) or np.any(p <= 0) or np.abs(p.sum(1) - 1).max() > 1e-6 for p in probs):
             raise ModelLoadError(f"{path}: prior rows must be positive, finite and sum to 1")

@@ -15,7 +15,7 @@ FIDs only at equal image counts.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import torch
 import torch.nn.functional as F
@@ -185,7 +185,7 @@ class InceptionV3Features(nn.Module):
         self.requires_grad_(False).eval()
 
     @classmethod
-    def from_file(cls, weights: str | Path) -> InceptionV3Features:
+    def from_file(cls, weights: str | os.PathLike) -> InceptionV3Features:
         """Load pytorch-fid's ``pt_inception-2015-12-05-*.pth`` (or the same tensors as
         ``.safetensors``). The classifier (``fc.*``) and any ``AuxLogits.*`` are ignored; every
         other tensor must be there and match."""

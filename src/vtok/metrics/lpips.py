@@ -30,6 +30,7 @@ class _TorchvisionTrunk(nn.Module):
     layout: tuple
     taps: tuple[int, ...]
     pool: tuple[int, int]
+    channels: tuple[int, ...]
     display_name: str
 
     def __init__(self, weights: str | Path):
@@ -97,16 +98,20 @@ class LPIPS(nn.Module):
     a reference's features once and compare many candidates against them.
     """
 
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, backbone_weights: str | Path, lpips_weights: str | Path, net: str = "vgg"):
         super().__init__()
         if net not in LPIPS_NETS:
             raise ConfigError(f"unknown LPIPS net {net!r}; known: {', '.join(LPIPS_NETS)}")
         self.net = net
         self.backbone = LPIPS_NETS[net](backbone_weights)
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in self.backbone.channels)
+        lins = [nn.Conv2d(c, 1, 1, bias=False) for c in self.backbone.channels]
+        self.lins = nn.ModuleList(lins)
         state = load_state_dict_file(lpips_weights)
         try:
-            for i, lin in enumerate(self.lins):
+            for i, lin in enumerate(lins):
                 lin.weight.data.copy_(state[f"lin{i}.model.1.weight"])
         except (KeyError, RuntimeError) as e:
             raise ModelLoadError(

@@ -6,6 +6,7 @@ them at run time. Torch files are read with ``weights_only=True`` (no unpickling
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from ..errors import ModelLoadError
 __all__ = ["load_state_dict_file", "load_strict"]
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a local ``.safetensors`` or torch file; a ``{"state_dict": ...}`` wrapper is unwrapped."""
     path = Path(path)
     if path.is_dir():
@@ -45,7 +46,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: str | Path) -> None:
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: str | os.PathLike) -> None:
     """`module.load_state_dict(state, strict=True)`, failing with one line that names the mismatch."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]

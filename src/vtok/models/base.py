@@ -7,15 +7,15 @@ replaced by a learned mask embedding, exactly as during nested-dropout training.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..quantizers import FSQ, VQ, Quantizer
+from ..quantizers import Quantizer, build_quantizer
 
-__all__ = ["ConvTrunkConfig", "ModelOutput", "TokenizerModel", "build_quantizer"]
+__all__ = ["ConvTrunkConfig", "ModelOutput", "TokenizerModel"]
 
 
 @dataclass
@@ -28,10 +28,7 @@ class ConvTrunkConfig:
     blocks_per_stage: int = 1
     decoder_blocks_per_stage: int = 0  # 0: as blocks_per_stage; more gives the decoder room for detail
     norm: str = "group"  # "group" (the first models) or "channel" (keeps flat colours: see blocks.ChannelNorm)
-    quantizer: str = "fsq"
-    fsq_levels: tuple[int, ...] = field(default_factory=lambda: (8, 8, 8, 5, 5, 5))
-    vq_codebook_size: int = 4096
-    vq_dim: int = 8
+    quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]})
 
 
 @dataclass
@@ -42,14 +39,6 @@ class ModelOutput:
     indices: torch.Tensor
     aux_loss: torch.Tensor
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def build_quantizer(kind: str, fsq_levels: Sequence[int], vq_codebook_size: int, vq_dim: int) -> Quantizer:
-    if kind == "fsq":
-        return FSQ(fsq_levels)
-    if kind == "vq":
-        return VQ(dim=vq_dim, codebook_size=vq_codebook_size)
-    raise ValueError(f"unknown quantizer {kind!r}: use 'fsq' or 'vq'")
 
 
 class TokenizerModel(nn.Module):
@@ -69,7 +58,7 @@ class TokenizerModel(nn.Module):
         self.config = c
         self.image_size = c.image_size
         self.grid = c.image_size // factor
-        self.quantizer = build_quantizer(c.quantizer, c.fsq_levels, c.vq_codebook_size, c.vq_dim)
+        self.quantizer = build_quantizer(dict(c.quantizer))
 
     @property
     def codebook_size(self) -> int:

@@ -39,6 +39,11 @@ class Quantizer(nn.Module):
     dim: int
     codebook_size: int
 
+    def symbol_alphabets(self) -> list[int]:
+        """How a code id splits into independent symbols for entropy coding: one symbol of
+        codebook_size values by default; FSQ codes split into one symbol per dimension."""
+        return [int(self.codebook_size)]
+
     def quantize(self, z: torch.Tensor) -> QuantizerOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 

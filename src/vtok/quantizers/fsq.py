@@ -21,7 +21,10 @@ __all__ = ["FSQ"]
 
 
 class FSQ(Quantizer):
-    def __init__(self, levels: Sequence[int]):
+    _levels: torch.Tensor
+    _basis: torch.Tensor
+
+    def __init__(self, levels: Sequence[int] = (8, 8, 8, 5, 5, 5)):
         super().__init__()
         levels = [int(v) for v in levels]
         if not levels or any(v < 2 for v in levels):
@@ -45,6 +48,9 @@ class FSQ(Quantizer):
         offset = torch.where(self._levels % 2 == 0, 0.5, 0.0)
         shift = torch.atanh(offset / half_l)
         return torch.tanh(z + shift) * half_l - offset
+
+    def symbol_alphabets(self) -> list[int]:
+        return list(self.levels)
 
     def quantize(self, z: torch.Tensor) -> QuantizerOutput:
         """z: (B, N, D) float32."""

@@ -23,10 +23,14 @@ __all__ = ["VQ"]
 
 
 class VQ(Quantizer):
+    codebook: torch.Tensor
+    cluster_size: torch.Tensor
+    embed_sum: torch.Tensor
+
     def __init__(
         self,
-        dim: int,
-        codebook_size: int,
+        dim: int = 8,
+        codebook_size: int = 4096,
         decay: float = 0.99,
         commitment_weight: float = 0.25,
         dead_code_threshold: float = 0.5,

@@ -28,6 +28,8 @@ __all__ = ["PatchDiscriminator", "AdversarialLoss"]
 class _BlurDown(nn.Module):
     """[1, 3, 3, 1] binomial blur then stride 2: anti-aliased downsampling."""
 
+    kernel: torch.Tensor
+
     def __init__(self, channels: int):
         super().__init__()
         k = torch.tensor([1.0, 3.0, 3.0, 1.0])
@@ -72,6 +74,9 @@ class AdversarialLoss(nn.Module):
     ``lecam * (||relu(D(real) - ema_fake)||^2 + ||relu(ema_real - D(fake))||^2)``; the two
     running means are buffers, saved with the checkpoint.
     """
+
+    ema_real: torch.Tensor
+    ema_fake: torch.Tensor
 
     def __init__(self, lecam: float = 0.001, ema_decay: float = 0.99):
         super().__init__()

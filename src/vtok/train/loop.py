@@ -102,7 +102,9 @@ class TrainTask(Protocol):
     """What the loop trains. ``model`` is the module whose weights are optimised, averaged (EMA)
     and exported; anything else the task trains (a discriminator) it steps itself."""
 
-    model: nn.Module
+    @property
+    def model(self) -> nn.Module:  # read-only, so a task may hold a subclass (a TokenizerModel)
+        ...
 
     def batches(self, start_step: int) -> Iterable[Any]:
         """The batches of steps start_step, start_step + 1, ... (a function of the step alone)."""
@@ -289,8 +291,8 @@ class TrainLoop:
         d = min(d, (1 + self.step) / (10 + self.step))
         for e, p in zip(self.ema.parameters(), self.model.parameters()):
             e.lerp_(p.detach(), 1 - d)
-        for e, b in zip(self.ema.buffers(), self.model.buffers()):
-            e.copy_(b)
+        for eb, b in zip(self.ema.buffers(), self.model.buffers()):
+            eb.copy_(b)
 
 
 class _StopRequests:

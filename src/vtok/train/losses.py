@@ -46,6 +46,7 @@ class ReconstructionLoss(nn.Module):
                 parts["ssim"] = ssim(recon, target).mean()
                 total = total + self.ssim_weight * (1 - parts["ssim"])
         if self.perceptual:
+            assert self.backbone is not None, "a perceptual weight needs a backbone"
             parts["perceptual"] = self.backbone(recon, target).float().mean()
             total = total + self.perceptual * parts["perceptual"]
         return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -175,6 +175,7 @@ class TokenizerTask:
             parts.update(g_loss=0.0, gan_weight=0.0, d_loss=0.0, d_real=0.0, d_fake=0.0)
         if gan_weight > 0:
             window = self._gan_window()
+            assert self.discriminator is not None  # a positive GAN weight means adversarial.weight > 0
             self.discriminator.requires_grad_(False)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
                 logits_fake = self.train_discriminator(window(out.recon))
@@ -190,6 +191,7 @@ class TokenizerTask:
         fake, window = carry
         if window is None:
             return {}
+        assert self.discriminator is not None  # loss() returns a window only on adversarial steps
         self.discriminator.requires_grad_(True)
         with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = self.train_discriminator(torch.cat([window(x * 2 - 1), window(fake)]))
@@ -221,6 +223,7 @@ class TokenizerTask:
     @torch.no_grad()
     def evaluate_and_export(self, ema: nn.Module, step: int, elapsed: float) -> dict[str, Any]:
         """EMA weights: held-out PSNR/SSIM at k = 1, 2, 4, ..., K, a sample sheet, and the export."""
+        assert isinstance(ema, TokenizerModel)  # the loop's EMA is a copy of self.model
         tok = Tokenizer(ema, name=self.name)
         images = self.val_images
         if images.numel() == 0:  # no held-out folder: show a fixed batch of training crops

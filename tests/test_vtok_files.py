@@ -1,0 +1,243 @@
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vtok
+from vtok.cli import main
+from vtok.codec import decode_file, encode_image, fit_prior
+from vtok.codec.tiling import TileLayout, split_tiles
+from vtok.demo import sample_images
+
+
+def _cli(argv, capsys):
+    """(exit status, stdout, stderr) of ``vtok ARGV`` run in this process."""
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vtok: error:"), stderr
+    return lines[0]
+
+
+def _photo(size: tuple[int, int], index: int = 1) -> np.ndarray:
+    return np.asarray(Image.open(sample_images()[index]).convert("RGB").resize(size, Image.Resampling.LANCZOS))
+
+
+def _files(root):
+    return sorted(p.relative_to(root) for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    """Three small real photos, to fit priors on."""
+    folder = tmp_path_factory.mktemp("prior_photos")
+    for i in range(3):
+        Image.fromarray(_photo((48, 48), i)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_refitting_the_prior_keeps_bitpacked_files_and_names_the_prior_for_ans(
+    tiny, photo_dirs, small_folder, tmp_path
+):
+    photo = _photo((64, 48))
+    fit_prior(tiny, photo_dirs[0], crops_per_image=2)
+    folder = tiny.save_pretrained(tmp_path / "model")
+    before = vtok.load(folder)
+    packed = encode_image(photo, before, coding="bitpack", tokens=5, measure=False).data
+    ans = encode_image(photo, before, coding="ans", tokens=5, measure=False).data
+    expected, _ = decode_file(packed, before)
+    old_prior_id = before.prior.id()
+
+    refit = vtok.load(folder)
+    fit_prior(refit, small_folder, crops_per_image=2)
+    assert refit.prior.id() != old_prior_id
+    refit.save_pretrained(folder)
+    after = vtok.load(folder)  # a fresh load of the folder with its new prior.safetensors
+
+    array, _ = decode_file(packed, after)
+    assert np.array_equal(array, expected)
+    assert np.array_equal(np.asarray(vtok.decompress(packed, after)), expected)
+    with pytest.raises(vtok.FormatError, match="prior") as info:
+        decode_file(ans, after)
+    assert old_prior_id.hex() in str(info.value)
+    # The old prior still decodes its file.
+    assert np.array_equal(decode_file(ans, before)[0], expected)
+
+
+def test_prior_refuses_to_overwrite_a_shipped_model_in_place(small_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc, _, stderr = _cli(["prior", "default", small_folder, "--crops", "1"], capsys)
+    assert rc == 2
+    assert "--out" in _one_error_line(stderr)
+    assert not (tmp_path / "default").exists() and _files(tmp_path) == []
+
+
+def test_prior_with_out_writes_a_new_model_folder(tiny_model_dir, small_folder, tmp_path, capsys):
+    out = tmp_path / "with_prior"
+    rc, stdout, stderr = _cli(["prior", tiny_model_dir, small_folder, "--crops", "1", "--out", out], capsys)
+    assert rc == 0, stderr
+    tok = vtok.load(out)
+    assert tok.prior is not None and tok.prior.id().hex() in stdout
+    assert not (tiny_model_dir / "prior.safetensors").exists()
+
+
+def test_encoding_folders_mirrors_their_tree(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "in"
+    for sub, index in (("a", 0), ("b", 1)):
+        (src / sub).mkdir(parents=True)
+        Image.fromarray(_photo((40, 40), index)).save(src / sub / "x.png")
+    out = tmp_path / "out"
+    rc, stdout, stderr = _cli(["encode", src, "-o", out, "--model", tiny_model_dir, "--tokens", "3"], capsys)
+    assert rc == 0, stderr
+    assert _files(out) == [Path(p) for p in ("a", "a/x.vtok", "b", "b/x.vtok")]
+    a, b = (out / "a" / "x.vtok").read_bytes(), (out / "b" / "x.vtok").read_bytes()
+    assert a != b
+    tok = vtok.load(tiny_model_dir)
+    assert np.array_equal(np.asarray(vtok.decompress(a, tok)).shape, (40, 40, 3))
+
+    pngs = tmp_path / "pngs"
+    rc, _, stderr = _cli(["decode", out, "-o", pngs, "--model", tiny_model_dir], capsys)
+    assert rc == 0, stderr
+    assert (pngs / "a" / "x.png").is_file() and (pngs / "b" / "x.png").is_file()
+
+
+def test_a_folder_into_one_vtok_file_is_refused_and_writes_nothing(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(_photo((40, 40), i)).save(src / f"{i}.png")
+    before = _files(tmp_path)
+    rc, _, stderr = _cli(["encode", src, "-o", tmp_path / "single.vtok", "--model", tiny_model_dir], capsys)
+    assert rc == 2
+    assert "single.vtok" in _one_error_line(stderr)
+    assert _files(tmp_path) == before
+    # A folder holding a single image is a folder too.
+    (src / "1.png").unlink()
+    rc, _, stderr = _cli(["encode", src, "-o", tmp_path / "single.vtok", "--model", tiny_model_dir], capsys)
+    assert rc == 2 and not (tmp_path / "single.vtok").exists()
+
+
+def test_decode_without_model_finds_the_shipped_model(tmp_path, capsys):
+    photo = _photo((150, 100))
+    path = tmp_path / "photo.vtok"
+    path.write_bytes(vtok.compress(photo, "default", tokens=4))
+    out = tmp_path / "out.png"
+    rc, stdout, stderr = _cli(["decode", path, "-o", out], capsys)
+    assert rc == 0, stderr
+    decoded = Image.open(out)
+    assert decoded.size == (150, 100)
+    assert np.array_equal(np.asarray(decoded), np.asarray(vtok.decompress(path)))
+    assert "150x100" in stdout
+
+
+def test_a_file_from_an_unknown_model_asks_for_its_folder(tiny, tmp_path, capsys):
+    path = tmp_path / "photo.vtok"
+    path.write_bytes(encode_image(_photo((32, 32)), tiny, coding="bitpack", measure=False).data)
+    with pytest.raises(vtok.FormatError, match="does not ship"):
+        vtok.read_tokens(path)
+    rc, _, stderr = _cli(["decode", path, "-o", tmp_path / "out.png"], capsys)
+    assert rc == 2 and "--model" in _one_error_line(stderr)
+
+
+def test_read_tokens_of_one_tile_equals_encode():
+    tok = vtok.load("default")
+    image = _photo((128, 128))
+    expected = tok.encode(image)
+    for k in (1, 5, tok.num_tokens):
+        tokens = vtok.read_tokens(vtok.compress(image, "default", tokens=k))
+        assert (tokens.columns, tokens.rows) == (1, 1) and tokens.counts.tolist() == [k]
+        assert len(tokens.tokens) == 1 and tokens.tokens[0].dtype == np.int64
+        assert torch.equal(torch.from_numpy(tokens.tokens[0])[None], expected[:, :k])
+        assert (tokens.width, tokens.height, tokens.tile) == (128, 128, 128)
+
+
+@pytest.mark.parametrize("coding", ["bitpack", "ans"])
+def test_read_tokens_of_many_tiles_equals_encode_of_the_tiles(tiny, photo_dirs, tmp_path, coding):
+    if coding == "ans":
+        fit_prior(tiny, photo_dirs[0], crops_per_image=1)
+    image = _photo((90, 50))
+    enc = encode_image(image, tiny, coding=coding, tokens=6, overlap=4, measure=False)
+    path = tmp_path / "photo.vtok"
+    path.write_bytes(enc.data)
+    tokens = vtok.read_tokens(path, tiny)
+    layout = TileLayout(90, 50, tiny.image_size, 4)
+    assert (tokens.columns, tokens.rows) == (layout.nx, layout.ny)
+    assert tokens.columns > 1 and tokens.rows > 1 and len(tokens.tokens) == tokens.columns * tokens.rows
+    assert (tokens.width, tokens.height, tokens.overlap, tokens.coding) == (90, 50, 4, coding)
+    expected = tiny.encode(split_tiles(image, layout))[:, :6]
+    assert torch.equal(torch.from_numpy(np.stack(tokens.tokens)), expected)
+
+
+@pytest.fixture(scope="module")
+def uneven_file(tmp_path_factory):
+    """A file of the shipped model whose tiles keep different numbers of tokens (flat grey needs
+    fewer than a photo)."""
+    image = np.concatenate([np.full((128, 128, 3), 128, np.uint8), _photo((128, 128))], axis=1)
+    enc = encode_image(image, "default", psnr=18.0)
+    assert len(set(enc.counts.tolist())) > 1, f"tile counts {enc.counts} are all equal; pick another target"
+    path = tmp_path_factory.mktemp("uneven") / "uneven.vtok"
+    path.write_bytes(enc.data)
+    return path
+
+
+def test_decode_tokens_only_json(uneven_file, tmp_path, capsys):
+    out = tmp_path / "tokens.json"
+    rc, stdout, stderr = _cli(["decode", uneven_file, "-o", out, "--tokens-only"], capsys)
+    assert rc == 0, stderr
+    data = json.loads(out.read_text())
+    assert {"width", "height", "tile", "overlap", "columns", "rows", "model", "coding", "counts", "tokens"} <= set(data)
+    expected = vtok.read_tokens(uneven_file)
+    assert (data["width"], data["height"], data["columns"], data["rows"]) == (256, 128, expected.columns, 1)
+    assert data["counts"] == expected.counts.tolist()
+    assert [len(row) for row in data["tokens"]] == data["counts"]
+    assert data["tokens"] == [row.tolist() for row in expected.tokens]
+    assert all(isinstance(t, int) for row in data["tokens"] for t in row)
+    assert str(out) in stdout and f"{sum(data['counts'])} tokens" in stdout
+
+
+def test_decode_tokens_only_npy(uneven_file, tmp_path, capsys):
+    out = tmp_path / "tokens.npy"
+    rc, _, stderr = _cli(["decode", uneven_file, "-o", out, "--tokens-only", "npy"], capsys)
+    assert rc == 0, stderr
+    array = np.load(io.BytesIO(out.read_bytes()), allow_pickle=False)
+    expected = vtok.read_tokens(uneven_file)
+    assert array.dtype == np.int64 and array.shape == (len(expected.tokens), int(expected.counts.max()))
+    for row, tokens, count in zip(array, expected.tokens, expected.counts):
+        assert row[:count].tolist() == tokens.tolist()
+        assert (row[count:] == -1).all()
+    assert (array == -1).any() and (array[:, 0] >= 0).all()
+
+
+def test_decode_tokens_only_of_a_folder_writes_one_file_each(uneven_file, tmp_path, capsys):
+    out = tmp_path / "tokens"
+    rc, _, stderr = _cli(["decode", uneven_file.parent, "-o", out, "--tokens-only", "npy"], capsys)
+    assert rc == 0, stderr
+    assert _files(out) == [Path("uneven.npy")]
+
+
+def test_encode_reports_bytes_tokens_and_the_quality_reached(tmp_path, capsys):
+    source = tmp_path / "photo.png"
+    Image.fromarray(_photo((128, 128))).save(source)
+    out = tmp_path / "photo.vtok"
+    rc, stdout, stderr = _cli(["encode", source, "-o", out, "--tokens", "8"], capsys)
+    assert rc == 0, stderr
+    line = stdout.strip().splitlines()[-1]
+    size = out.stat().st_size
+    assert f"{size} bytes" in line and "8 tokens" in line and "PSNR" in line and "SSIM" in line
+    enc = encode_image(source, "default", tokens=8)
+    assert f"PSNR {enc.psnr:.2f} dB" in line and f"SSIM {enc.ssim:.3f}" in line
+    decoded = vtok.decompress(out)
+    reference = torch.from_numpy(_photo((128, 128))).permute(2, 0, 1)[None].float() / 255
+    recon = torch.from_numpy(np.asarray(decoded)).permute(2, 0, 1)[None].float() / 255
+    assert abs(float(vtok.metrics.psnr(recon, reference)) - enc.psnr) < 0.05
