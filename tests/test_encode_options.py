@@ -91,20 +91,20 @@ def test_allocation_and_coding_are_checked():
 
 def test_encode_image_takes_options_or_keywords_not_both(tiny, photo):
     options = vtok.EncodeOptions(target="tokens", value=3, coding="bitpack")
-    by_object = encode_image(photo, tiny, options, measure=False)
-    by_keywords = encode_image(photo, tiny, tokens=3, coding="bitpack", measure=False)
+    by_object = encode_image(photo, tiny, options)
+    by_keywords = encode_image(photo, tiny, tokens=3, coding="bitpack")
     assert by_object.data == by_keywords.data and by_object.counts.tolist() == [3] * by_object.tiles
     with pytest.raises(vtok.ConfigError, match="not both"):
         encode_image(photo, tiny, options, tokens=2)
 
 
 def test_perceptual_target_changes_the_tokens_per_tile(tiny, photo):
-    full = encode_image(photo, tiny, coding="bitpack", measure=False)
+    full = encode_image(photo, tiny, coding="bitpack")
     assert full.tiles > 1 and full.counts.tolist() == [tiny.num_tokens] * full.tiles
-    loose = encode_image(photo, tiny, coding="bitpack", perceptual=1e6, measure=False)  # any picture is close enough
+    loose = encode_image(photo, tiny, coding="bitpack", perceptual=1e6)  # any picture is close enough
     assert loose.counts.tolist() == [1] * loose.tiles and loose.unmet_tiles == 0
     assert len(loose.data) < len(full.data)
-    strict = encode_image(photo, tiny, coding="bitpack", perceptual=0.0, measure=False)  # only a perfect copy
+    strict = encode_image(photo, tiny, coding="bitpack", perceptual=0.0)  # only a perfect copy
     assert strict.counts.tolist() == [tiny.num_tokens] * strict.tiles and strict.unmet_tiles == strict.tiles
 
 

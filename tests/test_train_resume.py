@@ -129,11 +129,6 @@ def test_a_run_folder_resumes(photo_dirs, tmp_path, capsys, caplog):
     assert _metric_steps(run) == sorted(set(_metric_steps(run)))
 
 
-@pytest.mark.xfail(
-    reason="load_run_config takes out_dir from the saved config.yaml relative to the current folder, so a run "
-    "folder given from another folder is not the run that is resumed (src/vtok/train/config.py, load_run_config)",
-    strict=True,
-)
 def test_a_run_folder_with_a_relative_out_dir_resumes_from_another_folder(
     photo_dirs, tmp_path, monkeypatch, capsys, caplog
 ):
@@ -171,11 +166,6 @@ def test_resume_refuses_an_override_that_changes_the_run(photo_dirs, tmp_path, c
     assert "log_every: 3" in (run / "config.yaml").read_text()
 
 
-@pytest.mark.xfail(
-    reason="load_run_config skips the comparison when the config file given is the run's own config.yaml, so "
-    "`vtok train RUN --resume optim.lr=0.5` silently changes the run (src/vtok/train/config.py, load_run_config)",
-    strict=True,
-)
 def test_resume_of_a_run_folder_refuses_an_override_that_changes_the_run(photo_dirs, tmp_path, capsys):
     run = tmp_path / "run"
     rc, _, err = _cli(_train(photo_dirs, run, "--max-minutes", STOP_AT_ONCE), capsys)
@@ -188,6 +178,7 @@ def test_resume_of_a_run_folder_refuses_an_override_that_changes_the_run(photo_d
     assert (run / "config.yaml").read_bytes() == config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_cleanly_with_a_checkpoint(sig, status, photo_dirs, tmp_path):
     run = tmp_path / "run"
@@ -206,6 +197,7 @@ def test_a_signal_stops_cleanly_with_a_checkpoint(sig, status, photo_dirs, tmp_p
     assert (run / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_logs_every_step_once(photo_dirs, tmp_path, capsys):
     """Rows logged after the last checkpoint are logged again by the resumed run; they must not
     appear twice."""

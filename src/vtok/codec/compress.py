@@ -74,14 +74,20 @@ class Encoded:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str) -> Tokenizer:
+def _load_cached(name: str, stamp: tuple[float, ...]) -> Tokenizer:
     return load(name)
 
 
 def _tokenizer(model: str | os.PathLike | Tokenizer) -> Tokenizer:
     if isinstance(model, Tokenizer):
         return model
-    return _load_cached(str(model))
+    folder = Path(model)
+    # A folder's files may change (a refitted prior): their modification times are part of the key.
+    stamp = tuple(
+        (folder / name).stat().st_mtime if (folder / name).is_file() else 0.0
+        for name in ("config.json", "model.safetensors", "prior.safetensors")
+    )
+    return _load_cached(str(model), stamp)
 
 
 def _as_array(image) -> np.ndarray:
@@ -282,7 +288,7 @@ def encode_image(
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)[None].float() / 255.0
 
 
 def _encode_tiles(tok: Tokenizer, tiles: torch.Tensor, progress: bool, batch: int = 64) -> torch.Tensor:

@@ -18,7 +18,9 @@ from ..errors import ConfigError
 __all__ = ["TrainConfig", "load_config", "load_run_config", "config_to_dict", "RESOURCE_KEYS"]
 
 # Keys that say how a run is carried out, not what it computes: --resume may change them.
-RESOURCE_KEYS = frozenset({"device", "threads", "data.workers", "log_every", "eval_every", "checkpoint_every"})
+RESOURCE_KEYS = frozenset(
+    {"out_dir", "device", "threads", "data.workers", "log_every", "eval_every", "checkpoint_every"}
+)
 
 
 @dataclass
@@ -203,14 +205,17 @@ def load_run_config(
     `resume`, a run folder that already holds a ``config.yaml`` keeps it: the file and overrides
     given now may only change RESOURCE_KEYS; anything else would silently change the run, so it
     is refused."""
+    run_folder = None
     if path is not None and Path(path).is_dir():
-        saved = Path(path) / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"{path}: a folder without config.yaml is not a run folder")
-        path = saved
+        run_folder = Path(path)
+        path = run_folder / "config.yaml"
+        if not path.is_file():
+            raise ConfigError(f"{run_folder}: a folder without config.yaml is not a run folder")
     config = load_config(path, overrides)
+    if run_folder is not None:  # the run folder is the out_dir, wherever the command runs from
+        config.out_dir = str(run_folder)
     saved_path = Path(config.out_dir) / "config.yaml"
-    if not resume or not saved_path.is_file() or (path is not None and Path(path).resolve() == saved_path.resolve()):
+    if not resume or not saved_path.is_file():
         return config
     saved = load_config(saved_path)
     new_flat, old_flat = _flatten(_as_data(config)), _flatten(_as_data(saved))

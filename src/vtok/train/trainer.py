@@ -163,8 +163,12 @@ class Trainer:
         ``fit(resume=True)`` continues); returns the folder of the exported (EMA) tokenizer."""
         if self.env.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.out_dir / "config.yaml") as tmp:
-                tmp.write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
+            saved = self.out_dir / "config.yaml"
+            data = config_to_dict(self.config)
+            if resume and saved.is_file():  # keep the out_dir as first written (relative or not)
+                data["out_dir"] = (yaml.safe_load(saved.read_text()) or {}).get("out_dir", data["out_dir"])
+            with atomic_path(saved) as tmp:
+                tmp.write_text(yaml.safe_dump(data, sort_keys=False))
             if self.unreadable:
                 log.warning("skipped %d unreadable image file(s), e.g. %s", len(self.unreadable), self.unreadable[0])
         self.loop.run(resume=resume, max_seconds=max_seconds)
