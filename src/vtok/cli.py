@@ -308,7 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--perceptual", type=float, help="smallest k per tile whose feature distance is at most this")
     target.add_argument("--max-bytes", type=int, help="largest file size in bytes")
     en.add_argument("--coding", choices=["ans", "bitpack"], help="default: ans when the model has a prior")
-    en.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default: tile size / 8)")
+    en.add_argument(
+        "--overlap",
+        type=int,
+        help="pixels shared by neighbouring tiles (default: a quarter tile; smaller files, more visible seams below)",
+    )
     en.add_argument(
         "--allocation",
         choices=["per-tile", "mean"],

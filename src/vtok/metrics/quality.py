@@ -63,7 +63,7 @@ def seam_ratio(image: np.ndarray | torch.Tensor, tile: int, stride: int, overlap
     between neighbouring tiles (both their edges and everything between), or the cut line when
     tiles do not overlap."""
     if isinstance(image, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0
     else:
         x = image.float()
     luma = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
