@@ -121,3 +121,15 @@ def metric_weight_files(tmp_path_factory) -> dict[str, Path]:
     files["inception"] = root / "pt_inception.pth"
     torch.save(state, files["inception"])
     return files
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``vtok ARGV`` run in this process."""
+    from vtok.cli import main
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
 import vtok
-from vtok.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -20,13 +20,7 @@ STOP_AT_ONCE = "1e-6"  # --max-minutes that no step fits in: the run stops after
 
 
 def _cli(argv, capsys):
-    """(exit status, stdout, stderr) of ``vtok ARGV`` run in this process."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+    return run_cli(argv, capsys)
 
 
 def _train(photo_dirs, out, *extra):

@@ -5,23 +5,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image
 
 import vtok
-from vtok.cli import main
 from vtok.codec import decode_file, encode_image, fit_prior
 from vtok.codec.tiling import TileLayout, split_tiles
 from vtok.demo import sample_images
 
 
 def _cli(argv, capsys):
-    """(exit status, stdout, stderr) of ``vtok ARGV`` run in this process."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+    return run_cli(argv, capsys)
 
 
 def _one_error_line(stderr: str) -> str:

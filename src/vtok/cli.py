@@ -127,7 +127,7 @@ def _encode_options(args: argparse.Namespace):
 
 def _cmd_encode(args: argparse.Namespace) -> None:
     from .codec import encode_image
-    from .files import write_bytes_atomic
+    from .files import write_atomic
     from .tokenizer import load
 
     options = _encode_options(args)  # checked before any model or image is read
@@ -144,7 +144,7 @@ def _cmd_encode(args: argparse.Namespace) -> None:
             print(f"vtok: skipped {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        write_bytes_atomic(target, enc.data)
+        write_atomic(target, enc.data)
         print(f"{path} -> {target}: {enc.summary()}")
     if failed:
         raise VtokError(f"{failed} of {len(files)} image(s) could not be encoded")
@@ -152,7 +152,7 @@ def _cmd_encode(args: argparse.Namespace) -> None:
 
 def _cmd_decode(args: argparse.Namespace) -> None:
     from .codec import decompress, read_tokens
-    from .files import write_bytes_atomic
+    from .files import write_atomic
 
     files = _expand(args.inputs, {".vtok"})
     fmt = args.tokens_only
@@ -163,7 +163,7 @@ def _cmd_decode(args: argparse.Namespace) -> None:
         try:
             if fmt:
                 tokens = read_tokens(path, args.model)
-                write_bytes_atomic(target, _token_file_bytes(tokens, fmt))
+                write_atomic(target, _token_file_bytes(tokens, fmt))
                 summary = f"{len(tokens.tokens)} tile(s), {int(tokens.counts.sum())} tokens"
             else:
                 image = decompress(path, args.model)

@@ -18,11 +18,30 @@ Axis letters: B batch, C channels, H/W height/width.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PatchDiscriminator", "AdversarialLoss"]
+__all__ = ["AdversarialSettings", "PatchDiscriminator", "AdversarialLoss"]
+
+
+@dataclass
+class AdversarialSettings:
+    """The adversarial part of the objective (the ``gan`` section of a training config)."""
+
+    weight: float = 0.0  # 0 switches the adversarial loss off; fixed, so it cannot blow up
+    start_step: int = 0  # reconstruction-only before this step; the discriminator starts here too
+    ramp_steps: int = 500  # the generator's adversarial weight grows linearly from 0 over these steps
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.9
+    lecam: float = 0.001
+    channels: int = 64
+    layers: int = 3
+    crop: int = 0  # the discriminator sees one random crop of this side per batch (0: whole images); cheaper on CPUs
+    prefix_power: float = 1.0  # an image decoded from k of K tokens gets adversarial weight (k/K)**power
 
 
 class _BlurDown(nn.Module):

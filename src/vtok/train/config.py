@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from .adversarial import AdversarialSettings
 
 __all__ = ["TrainConfig", "load_config", "load_run_config", "config_to_dict", "RESOURCE_KEYS"]
 
@@ -69,27 +70,12 @@ class LossSection:
 
 
 @dataclass
-class GANSection:
-    weight: float = 0.0  # 0 switches the adversarial loss off; fixed, so it cannot blow up
-    start_step: int = 0  # reconstruction-only before this step; the discriminator starts here too
-    ramp_steps: int = 500  # the generator's adversarial weight grows linearly from 0 over these steps
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.9
-    lecam: float = 0.001
-    channels: int = 64
-    layers: int = 3
-    crop: int = 0  # the discriminator sees one random crop of this side per batch (0: whole images); cheaper on CPUs
-    prefix_power: float = 1.0  # an image decoded from k of K tokens gets adversarial weight (k/K)**power
-
-
-@dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     loss: LossSection = field(default_factory=LossSection)
-    gan: GANSection = field(default_factory=GANSection)
+    gan: AdversarialSettings = field(default_factory=AdversarialSettings)
     out_dir: str = "runs/default"
     seed: int = 0
     device: str = "auto"

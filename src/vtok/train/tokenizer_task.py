@@ -23,12 +23,12 @@ from ..metrics.pixel import psnr, ssim
 from ..models import TokenizerModel
 from ..tokenizer import Tokenizer
 from ..viz import image_sheet, save_image_atomic
-from .adversarial import AdversarialLoss, PatchDiscriminator
+from .adversarial import AdversarialLoss, AdversarialSettings, PatchDiscriminator
 from .data import StepBatchSampler
 from .loop import Distributed, append_csv
 from .losses import ReconstructionLoss
 
-__all__ = ["AdversarialSettings", "DataSettings", "TokenizerTask", "sample_prefix_lengths"]
+__all__ = ["DataSettings", "TokenizerTask", "sample_prefix_lengths"]
 
 
 def sample_prefix_lengths(batch: int, num_tokens: int, full_prob: float, generator: torch.Generator) -> torch.Tensor:
@@ -53,21 +53,6 @@ class DataSettings:
     color_jitter: float = 0.05
     workers: int = 0
     in_memory: bool = False
-
-
-@dataclass
-class AdversarialSettings:
-    weight: float = 0.0
-    start_step: int = 0
-    ramp_steps: int = 500
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.9
-    lecam: float = 0.001
-    channels: int = 64
-    layers: int = 3
-    crop: int = 0
-    prefix_power: float = 1.0
 
 
 class TokenizerTask:

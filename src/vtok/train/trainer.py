@@ -24,7 +24,7 @@ from ..tokenizer import Tokenizer
 from .config import TrainConfig, config_to_dict
 from .loop import Distributed, LoopSettings, TrainLoop
 from .losses import ReconstructionLoss
-from .tokenizer_task import AdversarialSettings, DataSettings, TokenizerTask, sample_prefix_lengths
+from .tokenizer_task import DataSettings, TokenizerTask, sample_prefix_lengths
 
 __all__ = ["Trainer", "sample_prefix_lengths"]
 log = logging.getLogger("vtok.train")
@@ -84,7 +84,7 @@ class Trainer:
                 backbone=self._backbone(),
             ),
             full_length_prob=c.loss.full_length_prob,
-            adversarial=AdversarialSettings(**vars(c.gan)),
+            adversarial=c.gan,
             val_images=val_images,
             out_dir=self.out_dir,
         )
