@@ -65,6 +65,7 @@ class LossSection:
     ssim: float = 0.2
     perceptual: float = 0.0
     perceptual_backbone: str = "efficientnet-lite0"
+    perceptual_prefix_power: float = 2.0  # an image decoded from k of K tokens gets perceptual weight (k/K)**power
     perceptual_weights: str | None = None  # a local weight file for the backbone; None: the installed one
     full_length_prob: float = 0.25  # share of images trained with all K tokens; the rest get a random prefix
 

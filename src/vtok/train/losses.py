@@ -29,7 +29,11 @@ class ReconstructionLoss(nn.Module):
             raise ValueError("a perceptual weight needs a backbone")
         self.backbone = backbone
 
-    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, recon: torch.Tensor, target: torch.Tensor, perceptual_weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """`perceptual_weights` (B,): how much each image's perceptual distance counts (the mean
+        of the weighted distances is reported and added)."""
         recon, target = recon.float(), target.float()
         parts: dict[str, torch.Tensor] = {}
         total = recon.new_zeros(())
@@ -47,6 +51,9 @@ class ReconstructionLoss(nn.Module):
                 total = total + self.ssim_weight * (1 - parts["ssim"])
         if self.perceptual:
             assert self.backbone is not None, "a perceptual weight needs a backbone"
-            parts["perceptual"] = self.backbone(recon, target).float().mean()
+            distance = self.backbone(recon, target).float()  # (B,)
+            if perceptual_weights is not None:
+                distance = distance * perceptual_weights.to(distance)
+            parts["perceptual"] = distance.mean()
             total = total + self.perceptual * parts["perceptual"]
         return total, {k: float(v.detach()) for k, v in parts.items()}

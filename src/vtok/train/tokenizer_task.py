@@ -67,10 +67,12 @@ class TokenizerTask:
         adversarial: AdversarialSettings,
         val_images: torch.Tensor,
         out_dir: Path,
+        perceptual_prefix_power: float = 2.0,
     ):
         self.model, self.name, self.env, self.data = model, name, env, data
         self.loss_fn = loss.to(env.device)
         self.full_length_prob = full_length_prob
+        self.perceptual_prefix_power = perceptual_prefix_power
         self.adv = adversarial
         self.val_images = val_images
         self.out_dir = Path(out_dir)
@@ -151,8 +153,12 @@ class TokenizerTask:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             out = self.train_model(x * 2 - 1, keep)  # recon in about [-1, 1]
         recon = (out.recon.float() + 1) / 2
+        # A short prefix can only give the average of the images it stands for; a perceptual loss
+        # there asks for texture it cannot know and gets hallucinated stripes: it is weighted by
+        # (k / K) ** perceptual_prefix_power.
+        perceptual_weights = (keep.float() / self.model.num_tokens) ** self.perceptual_prefix_power
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-            loss, parts = self.loss_fn(recon, x)
+            loss, parts = self.loss_fn(recon, x, perceptual_weights)
         total = loss + out.aux_loss
         gan_weight = self._gan_weight(step)
         window = None

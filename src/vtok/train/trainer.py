@@ -84,6 +84,7 @@ class Trainer:
                 backbone=self._backbone(),
             ),
             full_length_prob=c.loss.full_length_prob,
+            perceptual_prefix_power=c.loss.perceptual_prefix_power,
             adversarial=c.gan,
             val_images=val_images,
             out_dir=self.out_dir,
