@@ -89,6 +89,8 @@ def test_small_end_to_end_bench_writes_parsable_reports(small_bench):
     result, files = small_bench
     ks = [1, 2, 4, 8]
     assert len(result.records) == 3 * len(ks)  # every image at every k: none dropped
+    assert all(rec["sharpness"] > 0 for rec in result.records)
+    assert "sharpness" in files["markdown"].read_text()
     for rec in result.records:
         for codec in ("jpeg", "webp"):
             c = rec["codecs"][codec]

@@ -54,8 +54,10 @@ def build_model(architecture: str, config: dict[str, Any]) -> TokenizerModel:
     config = upgrade_legacy_config(config)
     _check_keys(architecture, config)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    settings = config_cls(**values)
+    settings.validate()  # every value in range and the size sane, before anything is allocated
     try:
-        return model_cls(config_cls(**values))
+        return model_cls(settings)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"invalid {architecture} config: {e}") from e
 
@@ -71,6 +73,8 @@ def upgrade_legacy_config(config: dict[str, Any]) -> dict[str, Any]:
     levels = config.pop("fsq_levels", [8, 8, 8, 5, 5, 5])
     size, dim = config.pop("vq_codebook_size", 4096), config.pop("vq_dim", 8)
     if name == "fsq":
+        if not isinstance(levels, (list, tuple)):
+            raise ConfigError(f"fsq_levels must be a list of integers, got {levels!r}")
         config["quantizer"] = {"name": "fsq", "levels": list(levels)}
     elif name == "vq":
         config["quantizer"] = {"name": "vq", "codebook_size": size, "dim": dim}

@@ -16,7 +16,6 @@ from PIL import Image
 
 from . import __version__
 from .errors import ImageError, ModelLoadError, TokenError, VtokError
-from .files import atomic_path
 from .images import fit_square, load_image, pil_to_tensor, tensor_to_pil, to_rgb
 from .models import TokenizerModel
 from .registry import build_model, create_model
@@ -27,6 +26,7 @@ ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor | Seque
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 FORMAT_NAME = "vtok-tokenizer"
 FORMAT_VERSION = 1
+MODEL_FILES = ("config.json", "model.safetensors", "prior.safetensors")  # what save_pretrained defines
 
 
 class Tokenizer:
@@ -254,19 +254,29 @@ class Tokenizer:
         }
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write model.safetensors and config.json into `folder` (each atomically)."""
-        from safetensors.torch import save_file
+        """Write model.safetensors, config.json and, when there is a prior, prior.safetensors into `folder`.
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        They are written into a temporary sibling folder that then replaces `folder` whole
+        (:class:`~vtok.files.atomic_folder`), so that `folder` always holds one model, the old one or
+        the new one: never the weights of one beside the config of the other after a kill or a full
+        disk mid-export, nor a prior fitted for weights that are gone. Other files in `folder` (a
+        README.md model card) are kept.
+        """
+        from safetensors.torch import save
+
+        from .files import atomic_folder
+
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
-        with atomic_path(folder / "model.safetensors") as tmp:
-            save_file(state, str(tmp), metadata={"format": FORMAT_NAME})
-        with atomic_path(folder / "config.json") as tmp:
-            tmp.write_text(json.dumps(self.config_dict(), indent=2) + "\n")
+        files = {
+            "model.safetensors": save(state, metadata={"format": FORMAT_NAME}),
+            "config.json": (json.dumps(self.config_dict(), indent=2) + "\n").encode(),
+        }
         if self.prior is not None:
-            self.prior.save(folder / "prior.safetensors")
-        return folder
+            files["prior.safetensors"] = self.prior.to_bytes()
+        with atomic_folder(folder, owned=MODEL_FILES) as tmp:
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+        return Path(folder)
 
     def push_to_hub(
         self,
@@ -321,31 +331,23 @@ class Tokenizer:
                 raise ModelLoadError(
                     f"{folder}: missing {p.name} (a model folder holds config.json and model.safetensors)"
                 )
+        meta = _read_config(config_path)
         try:
-            meta = json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ModelLoadError(f"{config_path}: not valid JSON ({e})") from e
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise ModelLoadError(f"{config_path}: not a vtok tokenizer config")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelLoadError(f"{config_path}: format_version {meta.get('format_version')!r} is not supported")
-        if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("architecture"), str):
-            raise ModelLoadError(f"{config_path}: needs 'architecture' and 'config'")
-        try:
-            model = build_model(meta["architecture"], meta["config"])
+            model = build_model(meta["architecture"], meta["config"])  # the config is checked before allocating
         except VtokError as e:
             raise ModelLoadError(f"{config_path}: {e}") from e
         try:
-            state = load_file(str(weights_path))
+            state = clean_state_dict(load_file(str(weights_path)))
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelLoadError(f"{weights_path}: unreadable weights ({e})") from e
         try:
-            model.load_state_dict(clean_state_dict(state), strict=True)
+            model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()
             raise ModelLoadError(
                 f"{weights_path}: weights do not match config.json ({' '.join(first[:3])[:400]})"
             ) from e
+        _check_finite(state, weights_path)
         tok = cls(model.to(device), name=meta.get("name") or folder.name)
         if (folder / "prior.safetensors").is_file():
             from .codec.prior import TokenPrior, symbol_alphabets
@@ -354,6 +356,57 @@ class Tokenizer:
                 folder / "prior.safetensors", model.num_tokens, symbol_alphabets(model.quantizer)
             )
         return tok
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is about 1 KB
+MAX_CONFIG_DEPTH = 32  # a config nests 3 levels deep
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """config.json, checked as far as it can be without the architecture: readable, valid JSON of a
+    sane size and depth (a tampered file must not exhaust memory or the recursion limit), the
+    vtok format, and the fields from_pretrained uses of the right types."""
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelLoadError(
+                f"{path}: {path.stat().st_size} bytes is too large for a config (at most {MAX_CONFIG_BYTES})"
+            )
+        meta = json.loads(path.read_bytes())
+    except OSError as e:
+        raise ModelLoadError(f"{path}: {e.strerror or e}") from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
+    except RecursionError as e:
+        raise ModelLoadError(f"{path}: JSON nested too deeply (at most {MAX_CONFIG_DEPTH} levels)") from e
+    if _json_depth(meta) > MAX_CONFIG_DEPTH:
+        raise ModelLoadError(f"{path}: JSON nested too deeply (at most {MAX_CONFIG_DEPTH} levels)")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ModelLoadError(f"{path}: not a vtok tokenizer config")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(f"{path}: format_version {meta.get('format_version')!r} is not supported")
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("architecture"), str):
+        raise ModelLoadError(f"{path}: needs 'architecture' and 'config'")
+    if meta.get("name") is not None and not isinstance(meta["name"], str):
+        raise ModelLoadError(f"{path}: 'name' must be a string, got {type(meta['name']).__name__}")
+    return meta
+
+
+def _json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion (so that depth itself cannot overflow the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack += [(child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Weights with NaN or infinity decode every image to garbage, silently: refuse them on loading."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelLoadError(f"{path}: tensor {key!r} holds NaN or infinite values")
 
 
 def _hash_weights(h, model: TokenizerModel) -> None:

@@ -154,7 +154,7 @@ def _markdown(result: BenchResult, summary: dict[str, Any], paired: list[dict[st
 
 def _quality_table(info: dict[str, Any], per_k: dict[str, Any], has_feature: bool) -> list[str]:
     has_lpips = any("lpips" in e for e in per_k.values())
-    cols = ["k", "file bytes", "bit-packed bytes", "PSNR", "SSIM"] + ["feature dist."] * has_feature
+    cols = ["k", "file bytes", "bit-packed bytes", "PSNR", "SSIM", "sharpness"] + ["feature dist."] * has_feature
     cols += ["LPIPS"] * has_lpips + ["FID-style"] * has_feature + ["FID"] * bool(info["fid"])
     rows = []
     for k, e in per_k.items():
@@ -164,6 +164,7 @@ def _quality_table(info: dict[str, Any], per_k: dict[str, Any], has_feature: boo
             f"{e['bitpacked_bytes']:.1f}",
             _fmt(e.get("psnr")),
             _fmt(e.get("ssim"), 3),
+            _fmt(e.get("sharpness"), 3),
         ]
         cells += [_fmt(e.get("feature_distance"), 3)] * has_feature + [_fmt(e.get("lpips"), 3)] * has_lpips
         cells += [_number(info["fid_style"].get(k))] * has_feature + [_number(info["fid"].get(k))] * bool(info["fid"])

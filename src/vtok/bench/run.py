@@ -39,6 +39,7 @@ from ..data import load_folder
 from ..errors import ImageError, OptionalDependencyError
 from ..images import pil_to_tensor, tensor_to_pil
 from ..metrics.pixel import ms_ssim, psnr, ssim
+from ..metrics.quality import high_frequency_ratio
 from ..metrics.tokens import token_statistics
 from ..tokenizer import Tokenizer, load
 from .codecs import CODEC_NAMES, CodecLadder, available_codecs
@@ -289,7 +290,12 @@ def _score_prefixes(tok: Tokenizer, tokens: torch.Tensor, images: torch.Tensor, 
             pooled[name][0].append(net(ref))
         for k in ks:
             recon = tok.decode(tokens[start : start + DISTANCE_CHUNK, :k])
-            scores = {"psnr": psnr(recon, ref).clamp(max=99), "ssim": ssim(recon, ref), "ms_ssim": ms_ssim(recon, ref)}
+            scores = {
+                "psnr": psnr(recon, ref).clamp(max=99),
+                "ssim": ssim(recon, ref),
+                "ms_ssim": ms_ssim(recon, ref),
+                "sharpness": high_frequency_ratio(recon, ref),
+            }
             for name, d in distances.items():
                 scores[name] = d.from_features(d.features(recon), ref_features[name])
             for name, value in scores.items():
@@ -359,7 +365,7 @@ def summarize(result: BenchResult) -> dict[str, Any]:
             rk = [r for r in rows if r["k"] == k]
             entry: dict[str, Any] = {"images": len(rk), "bitpacked_bytes": rk[0]["bitpacked_bytes"]}
             entry["file_bytes"] = _mean_ci([r["file_bytes"] for r in rk])
-            for m in (*METRICS, "ms_ssim"):
+            for m in (*METRICS, "ms_ssim", "sharpness"):
                 vals = [r[m] for r in rk if r.get(m) is not None]
                 if vals:
                     entry[m] = _mean_ci(vals)

@@ -421,12 +421,21 @@ def _read(data: bytes, model: str | os.PathLike | Tokenizer | None) -> tuple[Tok
                 f"this file is ANS-coded under token prior {f.prior_id.hex()}, but {tok.name}'s prior is "
                 f"{tok.prior.id().hex()} (refitted since?): decode with the prior.safetensors it was made with"
             )
-        tokens = ans_decode(f.payload, f.counts, tok.num_tokens, tok.prior)
-    elif f.coding == BITPACK:
-        tokens = unpack_tokens(f.payload, f.counts, tok.num_tokens, tok.codebook_size)
-    else:  # pragma: no cover - read_file validated it
-        raise FormatError(f"unknown coding {f.coding}")
-    return tok, f, tokens
+    return tok, f, _payload_tokens(tok, f)
+
+
+def _payload_tokens(tok: Tokenizer, f: VtokFile) -> np.ndarray:
+    """The (T, K) tokens a checked file's payload codes. A payload can pass the checksum and still
+    not decode (written by a buggy or hostile encoder): that is a bad file, a FormatError like
+    every other, so that a folder decode skips it and goes on."""
+    try:
+        if f.coding == ANS:
+            return ans_decode(f.payload, f.counts, tok.num_tokens, tok.prior)
+        if f.coding == BITPACK:
+            return unpack_tokens(f.payload, f.counts, tok.num_tokens, tok.codebook_size)
+    except ValueError as e:  # TokenError from the coders, or numpy's own on a malformed payload
+        raise FormatError(f"the payload does not decode: {e}") from e
+    raise FormatError(f"unknown coding {f.coding}")  # pragma: no cover - read_file validated it
 
 
 def read_tokens(data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None) -> TokenFile:
@@ -466,7 +475,10 @@ def _file_bytes(data: bytes | str | os.PathLike) -> bytes:
         path = Path(data)
         if not path.is_file():
             raise FormatError(f"{path}: no such file")
-        return path.read_bytes()
+        try:
+            return path.read_bytes()
+        except OSError as e:  # unreadable (permissions, I/O error): a bad input like a corrupt one
+            raise FormatError(f"{path}: {e.strerror or e}") from e
     return data
 
 

@@ -71,16 +71,19 @@ def ans_decode(payload: bytes, counts: np.ndarray, num_tokens: int, prior: Token
     padded = payload + b"\x00" * (-len(payload) % 4)
     words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
     positions = np.concatenate([np.arange(int(k)) for k in counts]) if len(counts) else np.zeros(0, dtype=np.int64)
-    coder = c.stream.stack.AnsCoder(words)
-    family = c.stream.model.Categorical(perfect=False)
     symbols = np.empty((len(positions), len(prior.alphabets)), dtype=np.int64)
+    # The coder is built inside the guard too: constriction checks the stream as it takes it
+    # (a last word of zero is refused there), not only while decoding.
     try:
+        coder = c.stream.stack.AnsCoder(words)
+        family = c.stream.model.Categorical(perfect=False)
         for d in range(len(prior.alphabets)):
             if len(positions):
                 symbols[:, d] = coder.decode(family, prior.probs[d][positions])
+        leftover = not coder.is_empty()
     except Exception as e:  # noqa: BLE001 - constriction raises on streams that cannot be valid
         raise TokenError(f"ANS payload is corrupt ({e})") from e
-    if not coder.is_empty():
+    if leftover:
         raise TokenError("ANS payload has data left over after the last token")
     return _scatter(symbols_to_tokens(symbols, prior.alphabets), counts, num_tokens)
 

@@ -98,13 +98,16 @@ class TokenPrior:
         positions = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)[keep]
         return positions, tokens_to_symbols(tokens[keep], self.alphabets)
 
+    def to_bytes(self) -> bytes:
+        """The prior.safetensors file, serialised in memory (to go into a model folder with the weights)."""
+        from safetensors.numpy import save
+
+        return save({f"probs_{d}": p for d, p in enumerate(self.probs)}, metadata={"format": "vtok-prior"})
+
     def save(self, path: str | Path) -> None:
-        from safetensors.numpy import save_file
+        from ..files import write_atomic
 
-        from ..files import atomic_path
-
-        with atomic_path(Path(path)) as tmp:
-            save_file({f"probs_{d}": p for d, p in enumerate(self.probs)}, str(tmp), metadata={"format": "vtok-prior"})
+        write_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path, num_positions: int, alphabets: list[int]) -> TokenPrior:

@@ -7,28 +7,101 @@ replaced by a learned mask embedding, exactly as during nested-dropout training.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..quantizers import Quantizer, build_quantizer
+from .blocks import NORMS
 
-__all__ = ["ConvTrunkConfig", "ModelOutput", "TokenizerModel"]
+__all__ = ["ConvTrunkConfig", "ModelOutput", "TokenizerModel", "MAX_PARAMETERS", "check_int"]
+
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32: far past any vtok model, short of a hostile config's ask
+MAX_GRID = 256  # feature-grid side: attention over G*G positions, DCT bases of (K, G*G)
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> None:
+    """ConfigError unless `value` is an integer (not a bool, not a float) in low..high."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if not low <= int(value) <= high:
+        raise ConfigError(f"{name} must lie in {low}..{high}, got {value}")
+
+
+def _res_block_parameters(width: int) -> int:
+    return 18 * width * width + 6 * width  # two 3x3 convolutions and two norms
 
 
 @dataclass
 class ConvTrunkConfig:
-    """What every architecture shares: resolution, the convolutional trunk and the quantizer."""
+    """What every architecture shares: resolution, the convolutional trunk and the quantizer.
 
-    image_size: int = 128
-    patch: int = 4
-    channels: tuple[int, ...] = (64, 128, 256)
-    blocks_per_stage: int = 1
-    decoder_blocks_per_stage: int = 0  # 0: as blocks_per_stage; more gives the decoder room for detail
+    A config comes from a config.json as often as from code, and a tampered or hostile one must
+    not reach a constructor that divides by zero or allocates terabytes: :meth:`validate` checks
+    every value against the ranges below (and the architectures' own) before anything is built.
+    """
+
+    image_size: int = 128  # 8..4096, a multiple of patch * 2**(len(channels) - 1)
+    patch: int = 4  # 1..64
+    channels: tuple[int, ...] = (64, 128, 256)  # 1..8 stages, each 1..4096 wide
+    blocks_per_stage: int = 1  # 0..64
+    decoder_blocks_per_stage: int = 0  # 0..64; 0: as blocks_per_stage; more gives the decoder room for detail
     norm: str = "group"  # "group" (the first models) or "channel" (keeps flat colours: see blocks.ChannelNorm)
     quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]})
+
+    def validate(self) -> None:
+        """ConfigError for a value out of range or a model over MAX_PARAMETERS (estimated from
+        the config alone, before any allocation)."""
+        self._check_trunk()
+        self._check_architecture()
+        estimate = self.estimated_parameters()
+        if estimate > MAX_PARAMETERS:
+            raise ConfigError(
+                f"this config makes a model of about {estimate:.3g} parameters, over {MAX_PARAMETERS:.0e}"
+            )
+
+    def _check_trunk(self) -> None:
+        check_int("image_size", self.image_size, 8, 4096)
+        check_int("patch", self.patch, 1, 64)
+        if not isinstance(self.channels, (list, tuple)) or not 1 <= len(self.channels) <= 8:
+            raise ConfigError(f"channels must be a list of 1 to 8 stage widths, got {self.channels!r}")
+        for width in self.channels:
+            check_int("each of channels", width, 1, 4096)
+        check_int("blocks_per_stage", self.blocks_per_stage, 0, 64)
+        check_int("decoder_blocks_per_stage", self.decoder_blocks_per_stage, 0, 64)
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if not isinstance(self.quantizer, dict) or not isinstance(self.quantizer.get("name"), str):
+            raise ConfigError(f"quantizer must be a mapping with a 'name', got {self.quantizer!r}")
+        factor = self.patch * 2 ** (len(self.channels) - 1)
+        if self.image_size % factor:
+            raise ConfigError(f"image_size {self.image_size} must be a multiple of patch * 2**(stages - 1) = {factor}")
+        if self.image_size // factor > MAX_GRID:
+            raise ConfigError(f"the feature grid ({self.image_size // factor} cells a side) is over {MAX_GRID}")
+
+    def _check_architecture(self) -> None:
+        """The ranges of an architecture's own values (none for the shared trunk)."""
+
+    @property
+    def grid(self) -> int:
+        """Side of the feature grid the trunk brings an image to."""
+        return self.image_size // (self.patch * 2 ** (len(self.channels) - 1))
+
+    def estimated_parameters(self) -> int:
+        """Parameters of the encoder and decoder trunks, computed from the config (the quantizer's
+        few are left out): cheap, so that a config can be refused before it is built."""
+        channels, pixels = list(self.channels), 3 * self.patch**2
+        decoder_blocks = self.decoder_blocks_per_stage or self.blocks_per_stage
+        downs = sum(9 * a * b + b for a, b in zip(channels, channels[1:]))
+        ups = sum(9 * a * b + b for a, b in zip(channels[1:], channels))
+        encoder = pixels * channels[0] + channels[0] + downs + 2 * channels[-1]
+        decoder = ups + 2 * channels[0] + 9 * channels[0] * pixels + pixels
+        blocks = sum(_res_block_parameters(w) for w in channels)
+        return encoder + decoder + (self.blocks_per_stage + decoder_blocks) * blocks
 
 
 @dataclass
@@ -51,13 +124,12 @@ class TokenizerModel(nn.Module):
     quantizer: Quantizer
 
     def _setup_trunk(self, c: ConvTrunkConfig) -> None:
-        """Set config, image_size, grid (the feature grid's side) and quantizer from `c`."""
-        factor = c.patch * 2 ** (len(c.channels) - 1)
-        if c.image_size % factor:
-            raise ValueError(f"image_size {c.image_size} must be a multiple of {factor}")
+        """Set config, image_size, grid (the feature grid's side) and quantizer from `c`, once `c`
+        is validated (a model built without the registry gets the same checks)."""
+        c.validate()
         self.config = c
         self.image_size = c.image_size
-        self.grid = c.image_size // factor
+        self.grid = c.grid
         self.quantizer = build_quantizer(dict(c.quantizer))
 
     @property

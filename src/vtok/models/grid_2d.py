@@ -13,15 +13,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .base import ConvTrunkConfig, TokenizerModel
 from .blocks import ConvDecoder, ConvEncoder
 
 __all__ = ["Grid2DConfig", "Grid2DTokenizer"]
 
+MAX_TOKENS = 4096  # as for the 1D tokenizers
+
 
 @dataclass
 class Grid2DConfig(ConvTrunkConfig):
     """The shared trunk settings are all there is: K is the number of grid cells."""
+
+    def _check_architecture(self) -> None:
+        if self.grid**2 > MAX_TOKENS:
+            raise ConfigError(f"a {self.grid}x{self.grid} grid makes {self.grid**2} tokens, over {MAX_TOKENS}")
 
 
 class Grid2DTokenizer(TokenizerModel):

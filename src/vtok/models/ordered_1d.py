@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import ConvTrunkConfig, TokenizerModel
+from ..errors import ConfigError
+from .base import ConvTrunkConfig, TokenizerModel, check_int
 from .blocks import ConvDecoder, ConvEncoder, Transformer, zigzag_dct_basis
 
 __all__ = ["Ordered1DConfig", "Ordered1DTokenizer"]
@@ -31,11 +32,27 @@ __all__ = ["Ordered1DConfig", "Ordered1DTokenizer"]
 
 @dataclass
 class Ordered1DConfig(ConvTrunkConfig):
-    width: int = 256
-    encoder_depth: int = 4
-    decoder_depth: int = 4
-    heads: int = 4
-    num_tokens: int = 64
+    width: int = 256  # 1..8192
+    encoder_depth: int = 4  # 0..256
+    decoder_depth: int = 4  # 0..256
+    heads: int = 4  # 1..width, dividing width
+    num_tokens: int = 64  # 1..4096
+
+    def _check_architecture(self) -> None:
+        check_int("width", self.width, 1, 8192)
+        check_int("encoder_depth", self.encoder_depth, 0, 256)
+        check_int("decoder_depth", self.decoder_depth, 0, 256)
+        check_int("heads", self.heads, 1, self.width)
+        if self.width % self.heads:
+            raise ConfigError(f"width {self.width} is not divisible by heads {self.heads}")
+        check_int("num_tokens", self.num_tokens, 1, 4096)
+
+    def estimated_parameters(self) -> int:
+        positions, k, w, feat = self.grid**2, self.num_tokens, self.width, self.channels[-1]
+        transformers = (self.encoder_depth + self.decoder_depth) * (12 * w * w + 13 * w) + 4 * w
+        mixing = 2 * positions * k  # grid -> tokens and tokens -> grid
+        embeddings = 4 * (feat * w) + 3 * w + feat + 2 * positions * w + 2 * k * w + w
+        return super().estimated_parameters() + transformers + mixing + embeddings
 
 
 class Ordered1DTokenizer(TokenizerModel):

@@ -27,7 +27,7 @@ def build_quantizer(spec: dict[str, Any]) -> Quantizer:
     if not isinstance(spec, dict) or "name" not in spec:
         raise ConfigError(f"a quantizer is a mapping with a 'name' (one of {', '.join(QUANTIZERS)}), got {spec!r}")
     arguments = {k: v for k, v in spec.items() if k != "name"}
-    cls = QUANTIZERS.get(spec["name"])
+    cls = QUANTIZERS.get(spec["name"]) if isinstance(spec["name"], str) else None  # a list is unhashable
     if cls is None:
         raise ConfigError(f"unknown quantizer {spec['name']!r}; choose one of: {', '.join(QUANTIZERS)}")
     try:

@@ -11,6 +11,7 @@ returns the same type as every other vtok quantizer and pins float32.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -18,6 +19,8 @@ import torch
 from .base import Quantizer, QuantizerOutput
 
 __all__ = ["FSQ"]
+
+MAX_DIMS, MAX_LEVELS, MAX_CODEBOOK = 16, 1 << 16, 1 << 30
 
 
 class FSQ(Quantizer):
@@ -27,8 +30,10 @@ class FSQ(Quantizer):
     def __init__(self, levels: Sequence[int] = (8, 8, 8, 5, 5, 5)):
         super().__init__()
         levels = [int(v) for v in levels]
-        if not levels or any(v < 2 for v in levels):
-            raise ValueError(f"FSQ levels must be integers >= 2, got {levels}")
+        if not 1 <= len(levels) <= MAX_DIMS or any(not 2 <= v <= MAX_LEVELS for v in levels):
+            raise ValueError(f"FSQ levels must be 1 to {MAX_DIMS} integers in 2..{MAX_LEVELS}, got {levels}")
+        if math.prod(levels) > MAX_CODEBOOK:  # ids are int64 sums of digit * radix: keep them far from overflow
+            raise ValueError(f"FSQ levels {levels} make {math.prod(levels)} codes, over {MAX_CODEBOOK}")
         self.levels = levels
         self.dim = len(levels)
         self.codebook_size = 1

@@ -36,8 +36,9 @@ class VQ(Quantizer):
         dead_code_threshold: float = 0.5,
     ):
         super().__init__()
-        if dim < 1 or codebook_size < 2:
-            raise ValueError("VQ needs dim >= 1 and codebook_size >= 2")
+        if not 1 <= dim <= 1024 or not 2 <= codebook_size <= 1 << 20 or dim * codebook_size > 1 << 26:
+            # checked before the codebook is allocated: a config.json may ask for any size
+            raise ValueError("VQ needs dim in 1..1024, codebook_size in 2..2**20 and dim * codebook_size <= 2**26")
         self.dim = dim
         self.codebook_size = codebook_size
         self.decay = decay
