@@ -1,6 +1,8 @@
 """The `vtok` command: thin argument parsing over the library.
 
-Every user mistake (a VtokError) becomes one line on stderr and exit status 2.
+Every user mistake (a VtokError) becomes one line on stderr and exit status 2, and so does a file
+the system will not let vtok read or write (a read-only folder, a full disk): those are the
+user's to fix, not tracebacks.
 """
 
 from __future__ import annotations
@@ -8,53 +10,85 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import VtokError
+from .errors import FormatError, VtokError
 
 __all__ = ["main"]
+
+
+def _say(text: str, err: bool = False) -> None:
+    """print() for every line the command shows, paths above all. A file name need not be valid
+    UTF-8 (Python carries its stray bytes as surrogates), and a strict UTF-8 or ASCII stdout would
+    raise on it and stop a folder run half way: what the stream cannot encode is escaped instead."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream)
+    except UnicodeEncodeError:  # TextIOWrapper encodes the whole text before writing any of it
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        print(text.encode(encoding, "backslashreplace").decode(encoding, "replace"), file=stream)
+
+
+def _os_error_text(e: OSError, path: str | os.PathLike | None = None) -> str:
+    """'PATH: reason', naming the file the system names, else `path`."""
+    where = e.filename if e.filename is not None else path
+    why = e.strerror or str(e) or type(e).__name__
+    return f"{os.fsdecode(where)}: {why}" if where is not None else why
+
+
+@contextmanager
+def _writing(path: str | os.PathLike) -> Iterator[None]:
+    """An OSError while writing the output `path` (a read-only folder, a full disk, a file where a
+    folder should be) -> a one-line VtokError naming the path."""
+    try:
+        yield
+    except OSError as e:
+        raise VtokError(_os_error_text(e, path)) from e
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    result = run_demo(args.images or None, model=args.model, out=args.out)
-    print(result.table())
-    print(f"wrote {result.sheet}")
+    with _writing(args.out):
+        result = run_demo(args.images or None, model=args.model, out=args.out)
+    _say(result.table())
+    _say(f"wrote {result.sheet}")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .train import Trainer, load_run_config
 
     config = load_run_config(args.config, args.overrides, resume=args.resume)
-    trainer = Trainer(config)
-    folder = trainer.fit(resume=args.resume, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    with _writing(config.out_dir):  # the run writes nowhere else
+        trainer = Trainer(config)
+        folder = trainer.fit(resume=args.resume, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
     if trainer.unreadable:
-        print(f"skipped {len(trainer.unreadable)} unreadable image file(s), e.g. {trainer.unreadable[0]}")
+        _say(f"skipped {len(trainer.unreadable)} unreadable image file(s), e.g. {trainer.unreadable[0]}")
     if trainer.stop_reason:
-        print(
+        _say(
             f"stopped at step {trainer.step} of {config.optim.steps} ({trainer.stop_reason}); checkpoint saved in "
             f"{trainer.checkpoint_path}; continue with: vtok train {config.out_dir} --resume"
         )
         if trainer.stop_reason in ("SIGINT", "SIGTERM"):
             raise SystemExit(130 if trainer.stop_reason == "SIGINT" else 143)
-    print(f"trained model in {folder}")
+    _say(f"trained model in {folder}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
-    from .files import atomic_path
+    from .files import write_atomic
     from .tokenizer import load
 
     result = evaluate(load(args.model), args.folder, batch_size=args.batch_size, limit=args.limit)
-    print(result.table())
+    _say(result.table())
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        print(f"wrote {path}")
+        with _writing(args.json):
+            write_atomic(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+        _say(f"wrote {args.json}")
 
 
 def _expand(inputs: list[str], suffixes: set[str] | None) -> list[Path]:
@@ -141,17 +175,17 @@ def _cmd_encode(args: argparse.Namespace) -> None:
         except VtokError as e:
             if len(files) == 1:
                 raise
-            print(f"vtok: skipped {path}: {e}", file=sys.stderr)
+            _say(f"vtok: skipped {path}: {e}", err=True)
             failed += 1
             continue
-        write_atomic(target, enc.data)
-        print(f"{path} -> {target}: {enc.summary()}")
+        with _writing(target):  # an output that cannot be written stops the run: the next would fail too
+            write_atomic(target, enc.data)
+        _say(f"{path} -> {target}: {enc.summary()}")
     if failed:
         raise VtokError(f"{failed} of {len(files)} image(s) could not be encoded")
 
 
 def _cmd_decode(args: argparse.Namespace) -> None:
-    from .codec import decompress, read_tokens
     from .files import write_atomic
 
     files = _expand(args.inputs, {".vtok"})
@@ -161,31 +195,37 @@ def _cmd_decode(args: argparse.Namespace) -> None:
     failed = 0
     for path, target in zip(_progress(files, "decode"), targets):
         try:
-            if fmt:
-                tokens = read_tokens(path, args.model)
-                write_atomic(target, _token_file_bytes(tokens, fmt))
-                summary = f"{len(tokens.tokens)} tile(s), {int(tokens.counts.sum())} tokens"
-            else:
-                image = decompress(path, args.model)
-                with _atomic_image(target) as tmp:
-                    image.save(tmp, format="PNG")
-                summary = f"{image.width}x{image.height}"
-        except VtokError as e:
+            data, summary = _decode_one(path, args.model, fmt)
+        except VtokError as e:  # a bad file (unreadable, corrupt, another model's) is skipped in a batch
             if len(files) == 1:
                 raise VtokError(f"{path}: {e}") from e
-            print(f"vtok: skipped {path}: {e}", file=sys.stderr)
+            _say(f"vtok: skipped {path}: {e}", err=True)
             failed += 1
             continue
-        print(f"{path} -> {target}: {summary}")
+        with _writing(target):  # an output that cannot be written stops the run: the next would fail too
+            write_atomic(target, data)
+        _say(f"{path} -> {target}: {summary}")
     if failed:
         raise VtokError(f"{failed} of {len(files)} file(s) could not be decoded")
 
 
-def _atomic_image(target: Path):
-    from .files import atomic_path
+def _decode_one(path: Path, model: str | None, fmt: str | None) -> tuple[bytes, str]:
+    """The bytes to write for one .vtok file (a PNG, or its tokens) and the summary to print."""
+    import io
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_path(target)
+    from .codec import decompress, read_tokens
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise FormatError(e.strerror or str(e)) from e
+    if fmt:
+        tokens = read_tokens(data, model)
+        return _token_file_bytes(tokens, fmt), f"{len(tokens.tokens)} tile(s), {int(tokens.counts.sum())} tokens"
+    image = decompress(data, model)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue(), f"{image.width}x{image.height}"
 
 
 def _token_file_bytes(tokens, fmt: str) -> bytes:
@@ -213,9 +253,10 @@ def _cmd_prior(args: argparse.Namespace) -> None:
         )
     tok = load(args.model)
     fit_prior(tok, args.folder, crops_per_image=args.crops)
-    folder = tok.save_pretrained(out or args.model)
-    print(f"wrote {folder / 'prior.safetensors'} (prior id {tok.prior.id().hex()})")
-    print(
+    with _writing(out or args.model):
+        folder = tok.save_pretrained(out or args.model)
+    _say(f"wrote {folder / 'prior.safetensors'} (prior id {tok.prior.id().hex()})")
+    _say(
         "note: .vtok files ANS-coded under this model's previous prior need that prior to decode; "
         "bit-packed files are unaffected"
     )
@@ -241,24 +282,25 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         inception=args.fid_inception,
     )
     for name, why in result.missing_codecs.items():
-        print(f"vtok: note: {name} left out: {why}", file=sys.stderr)
-    files = write_report(result, args.out, folder=args.folder)
+        _say(f"vtok: note: {name} left out: {why}", err=True)
+    with _writing(args.out):
+        files = write_report(result, args.out, folder=args.folder)
     for why in result.notes.values():  # perceptual metrics or plots left out: one line each
-        print(f"vtok: note: {' '.join(why.split())}", file=sys.stderr)
-    print(Path(files["markdown"]).read_text())
-    print(f"wrote {args.out}/ ({', '.join(p.name for p in files.values())})")  # only files that exist
+        _say(f"vtok: note: {' '.join(why.split())}", err=True)
+    _say(Path(files["markdown"]).read_text())
+    _say(f"wrote {args.out}/ ({', '.join(p.name for p in files.values())})")  # only files that exist
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
     from .registry import list_tokenizers
     from .tokenizer import shipped_models
 
-    print("architectures (vtok.create_tokenizer / model.name in a training config):")
+    _say("architectures (vtok.create_tokenizer / model.name in a training config):")
     for name in list_tokenizers():
-        print(f"  {name}")
-    print("pretrained (vtok.load):")
+        _say(f"  {name}")
+    _say("pretrained (vtok.load):")
     for name in shipped_models():
-        print(f"  {name}")
+        _say(f"  {name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         if len(args.models) < 2:
-            print("vtok: error: bench needs at least one model and then the image folder", file=sys.stderr)
+            _say("vtok: error: bench needs at least one model and then the image folder", err=True)
             return 2
         args.models, args.folder = args.models[:-1], args.models[-1]
     logging.basicConfig(
@@ -380,10 +422,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except VtokError as e:
-        print(f"vtok: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
+        _say(f"vtok: error: {' '.join(str(e).split())}", err=True)  # always one line
+        return 2
+    except OSError as e:  # the safety net: commands name their outputs themselves where they know them
+        _say(f"vtok: error: {' '.join(_os_error_text(e).split())}", err=True)
+        return 2
+    except UnicodeEncodeError as e:  # a print outside _say
+        _say(f"vtok: error: {e.object[e.start : e.end]!r} cannot be shown in {e.encoding}", err=True)
         return 2
     except KeyboardInterrupt:
-        print("vtok: interrupted", file=sys.stderr)
+        _say("vtok: interrupted", err=True)
         return 130
     return 0
 

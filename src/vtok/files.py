@@ -238,12 +238,13 @@ class atomic_folder:
 
 
 def _pinned(folder: Path) -> bool:
-    """Folders that must not be renamed: the working directory (the process would be left in the
-    deleted old one) and mount points (rename fails with EBUSY)."""
+    """Folders that must not be renamed: mount points (rename fails with EBUSY) and the working
+    directory or one above it (the process would be left inside the deleted old folder)."""
     try:
-        return os.path.ismount(folder) or os.path.samefile(folder, os.getcwd())
+        cwd = Path(os.path.realpath(os.getcwd()))
     except OSError:  # no working directory any more
         return os.path.ismount(folder)
+    return os.path.ismount(folder) or cwd == folder or folder in cwd.parents
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -269,7 +270,8 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _swap_by_renames(new: Path, path: Path) -> None:
-    old = _make_temp(path, folder=True)  # an empty folder: a rename onto it replaces it
+    old = _make_temp(path, folder=True)  # reserves a fresh name for the old folder ...
+    os.rmdir(old)  # ... that a rename can take everywhere (Windows will not rename onto a folder)
     os.rename(path, old)
     try:
         os.rename(new, path)

@@ -359,7 +359,7 @@ class Tokenizer:
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is about 1 KB
-MAX_CONFIG_DEPTH = 32  # a config nests 3 levels deep
+MAX_CONFIG_DEPTH = 32  # a vtok config.json nests 4 levels deep (levels in quantizer in config)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
