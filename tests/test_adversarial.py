@@ -91,3 +91,18 @@ def test_adversarial_training_runs_resumes_and_stays_out_of_the_export(photo_dir
 def test_nested_dropout_keeps_short_prefixes_common():
     k = sample_prefix_lengths(4000, 64, 0.25, torch.Generator().manual_seed(0))
     assert (k == 64).float().mean() > 0.25 and (k <= 4).float().mean() > 0.2
+
+
+def test_flat_colour_share_replaces_that_share_of_crops(photo_dirs):
+    from vtok.data import RandomCropDataset, synthetic_flat
+
+    files = sorted(photo_dirs[0].rglob("*.jpg"))
+    every = RandomCropDataset(files, 32, seed=0, length=40, flat_fraction=1.0)
+    x = torch.stack([every[i] for i in range(40)])
+    spread = x.flatten(2).std(dim=2).max(dim=1).values  # (N,): 0 for a flat image
+    assert (spread == 0).sum() >= 8 and (spread > 0).sum() >= 8  # flat colours and gradients both
+    assert 0 <= x.min() and x.max() <= 1
+    none = RandomCropDataset(files, 32, seed=0, length=8, flat_fraction=0.0)
+    assert all(none[i].flatten(1).std(dim=1).max() > 0.01 for i in range(8))
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(synthetic_flat(16, g1), synthetic_flat(16, g2))

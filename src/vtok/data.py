@@ -26,6 +26,7 @@ __all__ = [
     "load_images",
     "scan_images",
     "source_weights",
+    "synthetic_flat",
 ]
 
 
@@ -69,6 +70,7 @@ class RandomCropDataset(torch.utils.data.Dataset):
         hflip: bool = True,
         color_jitter: float = 0.0,
         cache_size: int = 256,
+        flat_fraction: float = 0.0,
         weights: torch.Tensor | None = None,
     ):
         if not files:
@@ -82,6 +84,7 @@ class RandomCropDataset(torch.utils.data.Dataset):
         self.max_side = max(max_side, image_size)
         self.hflip = hflip
         self.color_jitter = color_jitter
+        self.flat_fraction = flat_fraction
         self.cache_size = cache_size
         self._cache: OrderedDict[Path, Image.Image] = OrderedDict()
         self.failed: set[Path] = set()
@@ -109,6 +112,8 @@ class RandomCropDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
+        if self.flat_fraction > 0 and float(torch.rand(1, generator=g)) < self.flat_fraction:
+            return synthetic_flat(self.image_size, g)
         for _ in range(100):
             path = self.files[_draw_file(len(self.files), self.weights, g)]
             if path in self.failed:
@@ -182,9 +187,11 @@ class InMemoryCropSampler:
         color_jitter: float = 0.0,
         weights: torch.Tensor | None = None,
         progress: bool = False,
+        flat_fraction: float = 0.0,
     ):
         self.image_size, self.seed, self.device = image_size, seed, device
         self.min_scale, self.hflip, self.color_jitter = min_scale, hflip, color_jitter
+        self.flat_fraction = flat_fraction
         self.images: list[torch.Tensor] = []  # (3, H, W) uint8 each
         self.failed: list[Path] = []
         kept_weights = []
@@ -212,6 +219,9 @@ class InMemoryCropSampler:
         picks = torch.multinomial(self.weights, batch_size, replacement=True, generator=g).tolist()
         out = []
         for i in picks:
+            if self.flat_fraction > 0 and float(torch.rand(1, generator=g)) < self.flat_fraction:
+                out.append(synthetic_flat(self.image_size, g).to(self.device))
+                continue
             im = self.images[i]
             left, top, side, flip = _crop_box(im.shape[2], im.shape[1], self.min_scale, self.image_size, g)
             crop = im[:, top : top + side, left : left + side].float().div_(255).unsqueeze(0)
@@ -220,6 +230,21 @@ class InMemoryCropSampler:
                 crop = crop.flip(-1)
             out.append(_jitter(crop, self.color_jitter, g))
         return torch.stack(out)  # (B, 3, S, S) in [0, 1]
+
+
+def synthetic_flat(size: int, g: torch.Generator) -> torch.Tensor:
+    """A flat colour or a linear gradient between two colours, uniform over the RGB cube: (3, S, S).
+
+    Photos seldom hold large flat areas of saturated colour, so a tokenizer trained on photos
+    alone returns them shifted; a few of these per batch teach it the whole cube."""
+    a, b = torch.rand(3, generator=g), torch.rand(3, generator=g)
+    if float(torch.rand(1, generator=g)) < 0.5:
+        return a[:, None, None].expand(3, size, size).clone()
+    angle = float(torch.rand(1, generator=g)) * 2 * torch.pi
+    ramp = torch.linspace(0, 1, size)
+    t = (ramp[None, :] * torch.cos(torch.tensor(angle)) + ramp[:, None] * torch.sin(torch.tensor(angle))).abs()
+    t = (t - t.min()) / (t.max() - t.min()).clamp(min=1e-6)
+    return a[:, None, None] + (b - a)[:, None, None] * t[None]
 
 
 def load_image_from_open(raw: Image.Image, path: Path) -> Image.Image:

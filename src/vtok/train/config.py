@@ -42,6 +42,7 @@ class DataSection:
     color_jitter: float = 0.05
     workers: int = 0
     source_balance: float = 0.5  # a source (first sub-folder) is drawn ~ count**balance: 1 = per photo, 0 = per source
+    flat_fraction: float = 0.0  # share of training images replaced by flat colours / gradients (colour fidelity)
     in_memory: bool = False  # decode every image once and cut crops on the training device (for GPUs)
 
 

@@ -53,6 +53,7 @@ class DataSettings:
     color_jitter: float = 0.05
     workers: int = 0
     in_memory: bool = False
+    flat_fraction: float = 0.0
 
 
 class TokenizerTask:
@@ -106,6 +107,7 @@ class TokenizerTask:
                 color_jitter=d.color_jitter,
                 weights=d.weights,
                 progress=env.is_main,
+                flat_fraction=d.flat_fraction,
             )
             self.failed.update(sampler.failed)
             for step in range(start_step, d.steps):
@@ -121,6 +123,7 @@ class TokenizerTask:
             hflip=d.hflip,
             color_jitter=d.color_jitter,
             weights=d.weights,
+            flat_fraction=d.flat_fraction,
         )
         steps = StepBatchSampler(start_step, d.steps, d.batch_size, env.rank, env.world_size)
         loader = torch.utils.data.DataLoader(

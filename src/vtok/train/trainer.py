@@ -75,6 +75,7 @@ class Trainer:
                 color_jitter=c.data.color_jitter,
                 workers=c.data.workers,
                 in_memory=c.data.in_memory,
+                flat_fraction=c.data.flat_fraction,
             ),
             loss=ReconstructionLoss(
                 l1=c.loss.l1,
