@@ -41,3 +41,13 @@ def test_demo_writes_sheet_and_table(tmp_path):
     ks = sorted({r["k"] for r in result.rows})
     assert ks[0] == 1 and ks[-1] == vtok.load("default").num_tokens
     assert "PSNR" in result.table()
+
+
+def test_default_keeps_flat_colours(default):
+    """The first default (GroupNorm with one channel per group) returned every flat image at about
+    the same colour: 33/255 mean error at full length. The shipped model must stay well below."""
+    from vtok.metrics.quality import flat_colour_error, flat_colour_grid
+
+    grid = flat_colour_grid(3, default.image_size)
+    error = flat_colour_error(default.decode(default.encode(grid)), grid).mean()
+    assert error < 15
