@@ -516,13 +516,18 @@ def test_weights_with_nan_are_refused_naming_the_tensor(tiny_model_dir, tmp_path
 
 
 def test_the_shipped_default_and_a_copy_of_its_legacy_config_still_load(tmp_path):
+    """Configs written before quantizers had their own section still load, and validate."""
     shipped = vtok.load("default")
-    config = json.loads((Path(vtok.__file__).parent / "weights" / "default" / "config.json").read_text())
-    assert isinstance(config["config"]["quantizer"], str)  # the legacy form: upgraded on loading
+    source = Path(vtok.__file__).parent / "weights" / "default"
     copy = tmp_path / "default-copy"
-    shutil.copytree(Path(vtok.__file__).parent / "weights" / "default", copy)
+    shutil.copytree(source, copy)
+    meta = json.loads((source / "config.json").read_text())
+    levels = meta["config"].pop("quantizer")["levels"]
+    meta["config"].update(quantizer="fsq", fsq_levels=levels, vq_codebook_size=4096, vq_dim=8)
+    (copy / "config.json").write_text(json.dumps(meta))
     again = vtok.load(copy)
     assert again.weights_id() == shipped.weights_id() and again.num_tokens == 64
+    assert again.model.config.quantizer == {"name": "fsq", "levels": levels}
 
 
 def test_the_size_estimate_matches_every_registered_variant():
