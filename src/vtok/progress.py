@@ -21,13 +21,21 @@ class Progress:
     every `every_s` seconds and once at the end."""
 
     def __init__(
-        self, total: int | None, desc: str, unit: str = "it", initial: int = 0, every_s: float = 10.0, stream=None
+        self,
+        total: int | None,
+        desc: str,
+        unit: str = "it",
+        initial: int = 0,
+        every_s: float = 10.0,
+        stream=None,
+        enabled: bool = True,
     ):
+        self.enabled = enabled
         self.stream = stream or sys.stderr
         self.total, self.desc, self.unit, self.n, self.every_s = total, desc, unit, initial, every_s
         self.postfix: dict[str, Any] = {}
         self._bar = None
-        if _is_terminal(self.stream):
+        if enabled and _is_terminal(self.stream):
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True, file=self.stream)
@@ -38,7 +46,7 @@ class Progress:
         self.n += n
         if self._bar is not None:
             self._bar.update(n)
-        elif time.monotonic() - self._last >= self.every_s:
+        elif self.enabled and time.monotonic() - self._last >= self.every_s:
             self._line()
 
     def set_postfix(self, **values: Any) -> None:
@@ -52,7 +60,7 @@ class Progress:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        else:
+        elif self.enabled:
             self._line()
 
     def _line(self) -> None:

@@ -137,7 +137,7 @@ def run_bench(
         from ..metrics.inception import InceptionV3Features
 
         inception = InceptionV3Features.from_file(inception)
-    from tqdm.auto import tqdm
+    from ..progress import Progress
 
     for tok, label in zip(toks, labels):
         images, paths, skipped = load_folder(folder, tok.image_size, limit)
@@ -166,7 +166,7 @@ def run_bench(
         file_sizes = {k: single_tile_file_sizes(tok, tokens.numpy(), np.full(len(images), k)) for k in ks}
         sheet_ladders: list[dict[str, _Scored]] = []
         sheet_records: list[dict[str, Any]] = []
-        bar = tqdm(total=len(images), desc=f"bench {label}", unit="img", disable=None if progress else True)
+        bar = Progress(len(images), f"bench {label}", unit="img", enabled=progress)
         for i in range(len(images)):
             ladders = {codec.name: _Scored(codec, originals_pil[i], images[i : i + 1], distances) for codec in found}
             if i < SHEET_IMAGES:
