@@ -334,6 +334,7 @@ def single_tile_file_sizes(
 
 def compress(image, model: str | os.PathLike | Tokenizer = "default", **options) -> bytes:
     """Image (path, PIL or uint8 array, any size) -> .vtok bytes. Options as in encode_image."""
+    options.setdefault("measure", False)  # only the bytes are returned: no decode to measure them
     return encode_image(image, model, **options).data
 
 

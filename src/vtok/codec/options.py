@@ -62,6 +62,8 @@ class EncodeOptions:
             raise ConfigError(f"unknown coding {self.coding!r}; use one of: {', '.join(CODINGS)}")
         if self.overlap is not None and (isinstance(self.overlap, bool) or int(self.overlap) != self.overlap):
             raise ConfigError(f"overlap must be a whole number of pixels, got {self.overlap!r}")
+        if self.overlap is not None and self.overlap < 0:  # the upper bound (half a tile) needs the model
+            raise ConfigError(f"overlap must be >= 0 pixels, got {self.overlap}")
 
     @property
     def is_quality(self) -> bool:
