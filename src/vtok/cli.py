@@ -171,7 +171,7 @@ def _cmd_encode(args: argparse.Namespace) -> None:
     failed = 0
     for path, target in zip(_progress(files, "encode"), targets):
         try:
-            enc = encode_image(path, tok, options, progress=len(files) == 1)
+            enc = encode_image(path, tok, options, progress=len(files) == 1, max_pixels=args.max_pixels)
         except VtokError as e:
             if len(files) == 1:
                 raise
@@ -195,7 +195,7 @@ def _cmd_decode(args: argparse.Namespace) -> None:
     failed = 0
     for path, target in zip(_progress(files, "decode"), targets):
         try:
-            data, summary = _decode_one(path, args.model, fmt)
+            data, summary = _decode_one(path, args.model, fmt, args.max_pixels)
         except VtokError as e:  # a bad file (unreadable, corrupt, another model's) is skipped in a batch
             if len(files) == 1:
                 raise VtokError(f"{path}: {e}") from e
@@ -209,23 +209,20 @@ def _cmd_decode(args: argparse.Namespace) -> None:
         raise VtokError(f"{failed} of {len(files)} file(s) could not be decoded")
 
 
-def _decode_one(path: Path, model: str | None, fmt: str | None) -> tuple[bytes, str]:
+def _decode_one(path: Path, model: str | None, fmt: str | None, max_pixels: int) -> tuple[bytes, str]:
     """The bytes to write for one .vtok file (a PNG, or its tokens) and the summary to print."""
-    import io
-
-    from .codec import decompress, read_tokens
+    from .codec import read_tokens
+    from .codec.compress import decode_to_png
 
     try:
         data = path.read_bytes()
     except OSError as e:
         raise FormatError(e.strerror or str(e)) from e
     if fmt:
-        tokens = read_tokens(data, model)
+        tokens = read_tokens(data, model, max_pixels)
         return _token_file_bytes(tokens, fmt), f"{len(tokens.tokens)} tile(s), {int(tokens.counts.sum())} tokens"
-    image = decompress(data, model)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue(), f"{image.width}x{image.height}"
+    png, f = decode_to_png(data, model, max_pixels)  # band by band: the image is never whole in memory
+    return png, f"{f.width}x{f.height}"
 
 
 def _token_file_bytes(tokens, fmt: str) -> bytes:
@@ -303,6 +300,24 @@ def _cmd_list(args: argparse.Namespace) -> None:
         _say(f"  {name}")
 
 
+def _pixels(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of pixels, got {value}")
+    return value
+
+
+def _max_pixels_option(p: argparse.ArgumentParser) -> None:
+    from .images import MAX_PIXELS
+
+    p.add_argument(
+        "--max-pixels",
+        type=_pixels,
+        default=MAX_PIXELS,
+        help=f"refuse an image whose pixels, or whose tiles' pixels, exceed this (default {MAX_PIXELS:,})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -361,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="per-tile",
         help="per-tile: every tile reaches the target; mean: the image's mean does, with the fewest bytes",
     )
+    _max_pixels_option(en)
     en.set_defaults(func=_cmd_encode)
 
     de = sub.add_parser("decode", help="decode .vtok files into PNGs at their original size")
@@ -374,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["json", "npy"],
         help="write the tokens instead of pixels: json (tokens per tile and the tile layout, the default) or npy",
     )
+    _max_pixels_option(de)
     de.set_defaults(func=_cmd_decode)
 
     pr = sub.add_parser("prior", help="fit the token prior used for entropy coding and save it with the model")

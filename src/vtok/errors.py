@@ -14,6 +14,7 @@ __all__ = [
     "TokenError",
     "OptionalDependencyError",
     "FormatError",
+    "LimitError",
 ]
 
 
@@ -46,3 +47,8 @@ class OptionalDependencyError(VtokError, ImportError):
 
 class FormatError(VtokError):
     """A .vtok file that is not valid: truncated, corrupt, of another version or another model."""
+
+
+class LimitError(VtokError):
+    """An input whose declared size (pixels, tiles) would cost more than the limit the caller set;
+    the message names the limit and how to raise it (``--max-pixels``, ``max_pixels=``)."""

@@ -290,3 +290,37 @@ def _replace_files(new: Path, path: Path, owned: Collection[str]) -> None:
     for name in set(owned) - set(written):
         (path / name).unlink(missing_ok=True)
     shutil.rmtree(new, ignore_errors=True)
+
+
+MAX_SAFETENSORS_HEADER = 1 << 24  # a vtok model's header is a few kB; safetensors itself allows 100 MB
+
+
+def safetensors_shapes(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """name -> (dtype, shape) from a safetensors file's JSON header alone, its data never read: what a
+    loader checks against the shapes it expects before it reads (and allocates) a tampered file's
+    gigabytes. ValueError when the header is not sane; OSError when the file cannot be read."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(MAX_SAFETENSORS_HEADER, size - 8):
+            raise ValueError(f"header of {n} bytes in a file of {size}")
+        header = json.loads(f.read(n))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or not isinstance(info.get("shape"), list):
+            raise ValueError(f"tensor {name!r} has no shape")
+        shape = info["shape"]
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise ValueError(f"tensor {name!r} has shape {shape}")
+        out[name] = (str(info.get("dtype")), tuple(shape))
+    return out

@@ -336,6 +336,7 @@ class Tokenizer:
             model = build_model(meta["architecture"], meta["config"])  # the config is checked before allocating
         except VtokError as e:
             raise ModelLoadError(f"{config_path}: {e}") from e
+        _check_weight_shapes(weights_path, model)  # from the header: a tampered file is not read whole
         try:
             state = clean_state_dict(load_file(str(weights_path)))
         except (SafetensorError, OSError, ValueError) as e:
@@ -400,6 +401,26 @@ def _json_depth(value: Any) -> int:
             deepest = max(deepest, depth)
             stack += [(child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)]
     return deepest
+
+
+def _check_weight_shapes(path: Path, model: torch.nn.Module) -> None:
+    """The names and shapes in model.safetensors' header against the model the config built."""
+    from .files import safetensors_shapes
+
+    try:
+        found = {k: shape for k, (_, shape) in clean_state_dict(safetensors_shapes(path)).items()}
+    except OSError as e:
+        raise ModelLoadError(f"{path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: unreadable weights ({e})") from e
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    wrong = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+    if wrong:
+        k = wrong[0]
+        raise ModelLoadError(
+            f"{path}: weights do not match config.json ({len(wrong)} tensor(s) differ, e.g. {k!r}: "
+            f"{found.get(k, 'missing')} in the file, {expected.get(k, 'none')} expected)"
+        )
 
 
 def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:

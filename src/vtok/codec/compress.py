@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,14 +22,14 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError, FormatError, ImageError, TokenError, VtokError
-from ..images import load_image, to_rgb
+from ..images import MAX_PIXELS, image_size, load_image, to_rgb
 from ..metrics.pixel import psnr as psnr_metric
 from ..metrics.pixel import ssim as ssim_metric
 from ..tokenizer import Tokenizer, load
-from .entropy import ANS, BITPACK, CODING_NAMES, ans_decode, ans_encode, pack_tokens, unpack_tokens
-from .format import VtokFile, peek_header, read_file, write_file
+from .entropy import ANS, CODING_NAMES, ans_encode, pack_tokens
+from .format import CODINGS, VtokFile, decode_payload, peek_header, read_file, write_file
 from .options import EncodeOptions
-from .tiling import TileLayout, blend_tiles, split_tiles
+from .tiling import TileLayout, blend_bands, blend_tiles, check_budget, split_tiles
 
 __all__ = [
     "Encoded",
@@ -38,6 +40,7 @@ __all__ = [
     "compress",
     "decompress",
     "decode_file",
+    "decode_to_png",
     "choose_prefix_lengths",
     "single_tile_file_sizes",
 ]
@@ -90,9 +93,9 @@ def _tokenizer(model: str | os.PathLike | Tokenizer) -> Tokenizer:
     return _load_cached(str(model), stamp)
 
 
-def _as_array(image) -> np.ndarray:
+def _as_array(image, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
-        image = load_image(image)
+        image = load_image(image, max_pixels=max_pixels)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ImageError("numpy images for compress must be uint8 (H, W, 3)")
@@ -206,6 +209,7 @@ def encode_image(
     *,
     measure: bool = True,
     progress: bool = False,
+    max_pixels: int = MAX_PIXELS,
     **targets,
 ) -> Encoded:
     """Encode one image of any size. The target comes as an :class:`EncodeOptions` or as keywords:
@@ -215,7 +219,8 @@ def encode_image(
     "per-tile" (every tile reaches it, or keeps all K and is counted in unmet_tiles) or "mean"
     (the mean over tiles reaches it with the fewest bits: rate-distortion allocation).
     `measure` decodes the file once more to report the PSNR/SSIM it reached; `progress` shows a
-    bar over the tiles of a large image."""
+    bar over the tiles of a large image. `max_pixels` bounds the work (check_budget: the image's
+    pixels and its tiles' pixels), checked from an image file's header before its pixels are read."""
     if options is None:
         options = EncodeOptions.from_kwargs(**targets)
     elif targets:
@@ -238,8 +243,11 @@ def encode_image(
         assert options.value is not None  # EncodeOptions: a target always comes with its value
         tok._check_num_tokens(int(options.value))
 
-    array = _as_array(image)
+    if isinstance(image, (str, os.PathLike)):  # the budget from the header, before any pixel is decoded
+        check_budget(TileLayout(*image_size(image, max_pixels=max_pixels), s, overlap), max_pixels)
+    array = _as_array(image, max_pixels)
     layout = TileLayout(array.shape[1], array.shape[0], s, overlap)
+    check_budget(layout, max_pixels)
     tiles = split_tiles(array, layout)  # (T, 3, S, S)
     ids = _encode_tiles(tok, tiles, progress)  # (T, K)
     unmet = 0
@@ -407,42 +415,33 @@ def _find_model(data: bytes, model: str | os.PathLike | Tokenizer | None) -> Tok
     )
 
 
-def _read(data: bytes, model: str | os.PathLike | Tokenizer | None) -> tuple[Tokenizer, VtokFile, np.ndarray]:
+def _read(
+    data: bytes, model: str | os.PathLike | Tokenizer | None, max_pixels: int = MAX_PIXELS
+) -> tuple[Tokenizer, VtokFile, np.ndarray]:
     tok = _find_model(data, model)
-    f = read_file(data, tok.image_size, tok.num_tokens)
-    if f.coding == ANS:
+    f = read_file(data, tok.image_size, tok.num_tokens, max_pixels)
+    if CODINGS[f.coding].needs_prior:
+        name = CODINGS[f.coding].name.upper()
         if tok.prior is None:
             raise FormatError(
-                f"this file is ANS-coded under token prior {f.prior_id.hex() if f.prior_id else '?'}, "
+                f"this file is {name}-coded under token prior {f.prior_id.hex() if f.prior_id else '?'}, "
                 f"but {tok.name} has no prior (prior.safetensors) beside its weights"
             )
         if f.version >= 2 and f.prior_id != tok.prior.id():
-            assert f.prior_id is not None  # read_file reads a prior id for every version-2 ANS file
+            assert f.prior_id is not None  # read_file reads a prior id for every version-2 file that needs one
             raise FormatError(
-                f"this file is ANS-coded under token prior {f.prior_id.hex()}, but {tok.name}'s prior is "
+                f"this file is {name}-coded under token prior {f.prior_id.hex()}, but {tok.name}'s prior is "
                 f"{tok.prior.id().hex()} (refitted since?): decode with the prior.safetensors it was made with"
             )
-    return tok, f, _payload_tokens(tok, f)
+    return tok, f, decode_payload(f, tok)
 
 
-def _payload_tokens(tok: Tokenizer, f: VtokFile) -> np.ndarray:
-    """The (T, K) tokens a checked file's payload codes. A payload can pass the checksum and still
-    not decode (written by a buggy or hostile encoder): that is a bad file, a FormatError like
-    every other, so that a folder decode skips it and goes on."""
-    try:
-        if f.coding == ANS:
-            return ans_decode(f.payload, f.counts, tok.num_tokens, tok.prior)
-        if f.coding == BITPACK:
-            return unpack_tokens(f.payload, f.counts, tok.num_tokens, tok.codebook_size)
-    except ValueError as e:  # TokenError from the coders, or numpy's own on a malformed payload
-        raise FormatError(f"the payload does not decode: {e}") from e
-    raise FormatError(f"unknown coding {f.coding}")  # pragma: no cover - read_file validated it
-
-
-def read_tokens(data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None) -> TokenFile:
+def read_tokens(
+    data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None, max_pixels: int = MAX_PIXELS
+) -> TokenFile:
     """The tokens of a .vtok file (bytes or a path), tile by tile, and the tile layout."""
     data = _file_bytes(data)
-    tok, f, tokens = _read(data, model)
+    tok, f, tokens = _read(data, model, max_pixels)
     layout = TileLayout(f.width, f.height, tok.image_size, f.overlap)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= tok.codebook_size):
         raise FormatError("payload holds token ids outside the model's codebook")
@@ -456,19 +455,70 @@ def read_tokens(data: bytes | str | os.PathLike, model: str | os.PathLike | Toke
         columns=layout.nx,
         rows=layout.ny,
         model=tok.name,
-        coding="ans" if f.coding == ANS else "bitpack",
+        coding=CODINGS[f.coding].name,
     )
 
 
-def decode_file(data: bytes, model: str | os.PathLike | Tokenizer | None = None) -> tuple[np.ndarray, VtokFile]:
-    """(H, W, 3) uint8 and the parsed file. `model`: None finds the shipped model the file names."""
-    tok, f, tokens = _read(data, model)
+def decode_bands(
+    data: bytes, model: str | os.PathLike | Tokenizer | None = None, max_pixels: int = MAX_PIXELS
+) -> tuple[VtokFile, Iterator[np.ndarray]]:
+    """The parsed file and its pixels as (h, W, 3) uint8 bands, top to bottom, decoded one row of
+    tiles at a time: the file is checked whole (and against `max_pixels`) before the first band,
+    and memory stays that of one row of tiles, however many rows the image has."""
+    tok, f, tokens = _read(data, model, max_pixels)
     layout = TileLayout(f.width, f.height, tok.image_size, f.overlap)
-    try:
-        recon = _decode_prefixes(tok, torch.from_numpy(tokens), torch.from_numpy(f.counts))
-    except TokenError as e:
-        raise FormatError(f"payload holds invalid tokens ({e})") from e
-    return blend_tiles(recon, layout), f
+    ids, counts = torch.from_numpy(tokens), torch.from_numpy(f.counts)
+
+    def rows() -> Iterator[Iterator[torch.Tensor]]:
+        for r in range(layout.ny):
+            row = slice(r * layout.nx, (r + 1) * layout.nx)
+            yield _decoded_batches(tok, ids[row], counts[row])
+
+    return f, blend_bands(rows(), layout)
+
+
+def _decoded_batches(tok: Tokenizer, ids: torch.Tensor, counts: torch.Tensor, batch: int = 64) -> Iterator[torch.Tensor]:
+    for t, c in zip(ids.split(batch), counts.split(batch)):
+        try:
+            yield tok.decode_prefixes(t, c)
+        except TokenError as e:
+            raise FormatError(f"payload holds invalid tokens ({e})") from e
+
+
+def decode_file(
+    data: bytes, model: str | os.PathLike | Tokenizer | None = None, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, VtokFile]:
+    """(H, W, 3) uint8 and the parsed file. `model`: None finds the shipped model the file names.
+    `max_pixels` bounds the work a file may order (check_budget), checked before any decoding."""
+    f, bands = decode_bands(data, model, max_pixels)
+    out = np.empty((f.height, f.width, 3), dtype=np.uint8)
+    y = 0
+    for band in bands:
+        out[y : y + len(band)] = band
+        y += len(band)
+    return out, f
+
+
+def decode_to_png(
+    data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None, max_pixels: int = MAX_PIXELS
+) -> tuple[bytes, VtokFile]:
+    """A .vtok file decoded straight into PNG bytes, band by band: the whole image is never held
+    uncompressed (what `vtok decode` writes). Rows use PNG's Sub filter, compressed at zlib level 6."""
+    f, bands = decode_bands(_file_bytes(data), model, max_pixels)
+    z = zlib.compressobj(6)
+    idat = bytearray()
+    for band in bands:
+        rows = band.reshape(len(band), -1)
+        filtered = rows.copy()
+        filtered[:, 3:] -= rows[:, :-3]  # Sub: each byte minus the same channel one pixel left (mod 256)
+        idat += z.compress(np.hstack([np.ones((len(rows), 1), dtype=np.uint8), filtered]).tobytes())
+    idat += z.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", f.width, f.height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", bytes(idat)) + chunk(b"IEND", b""), f
 
 
 def _file_bytes(data: bytes | str | os.PathLike) -> bytes:
@@ -483,8 +533,11 @@ def _file_bytes(data: bytes | str | os.PathLike) -> bytes:
     return data
 
 
-def decompress(data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None) -> Image.Image:
+def decompress(
+    data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
     """.vtok bytes (or a path to a .vtok file) -> RGB PIL image at the original size. `model`:
-    None finds the shipped model the file names; give a folder for your own models."""
-    array, _ = decode_file(_file_bytes(data), model)
+    None finds the shipped model the file names; give a folder for your own models. `max_pixels`
+    bounds the work a file may order (check_budget), checked before any decoding."""
+    array, _ = decode_file(_file_bytes(data), model, max_pixels)
     return Image.fromarray(array, mode="RGB")

@@ -7,15 +7,30 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import FormatError
 from ..images import MAX_PIXELS
-from .tiling import TileLayout
+from .entropy import ans_decode, unpack_tokens
+from .tiling import TileLayout, check_budget
 
-__all__ = ["MAGIC", "VERSION", "FormatError", "Header", "VtokFile", "peek_header", "write_file", "read_file"]
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "CODINGS",
+    "Coding",
+    "FormatError",
+    "Header",
+    "VtokFile",
+    "peek_header",
+    "write_file",
+    "read_file",
+    "decode_payload",
+]
 
 MAGIC = b"VTOK"
 VERSION = 2  # 2: weights and prior identified apart; version 1 files are still read
@@ -34,6 +49,39 @@ class VtokFile:
     payload: bytes
     prior_id: bytes | None = None  # 4 bytes, ANS files only: start of the SHA-256 of the prior
     version: int = VERSION
+
+
+@dataclass(frozen=True)
+class Coding:
+    """A coding method: its byte in the file, its name, whether the file names a token prior (and
+    the model must hold it), and its payload decoder: (payload, counts (T,), K, tokenizer) ->
+    (T, K) int64 token ids, zero past each tile's count; any ValueError means a corrupt payload."""
+
+    code: int
+    name: str
+    needs_prior: bool
+    decode: Callable[[bytes, np.ndarray, int, Any], np.ndarray]
+
+
+# The one map from a file's coding byte to its payload decoder. A new method is added here (and its
+# encoder in entropy.py); the parser, the decoder and benchmarks/fuzz_format.py all follow this map.
+CODINGS: dict[int, Coding] = {
+    0: Coding(0, "bitpack", False, lambda payload, counts, k, tok: unpack_tokens(payload, counts, k, tok.codebook_size)),
+    1: Coding(1, "ans", True, lambda payload, counts, k, tok: ans_decode(payload, counts, k, tok.prior)),
+}
+
+
+def decode_payload(f: VtokFile, tok: Any) -> np.ndarray:
+    """The (T, K) tokens a parsed file's payload codes, for tokenizer `tok`; FormatError if it
+    does not decode (a payload can pass the checksum and still be corrupt: a buggy or hostile
+    encoder), like every other bad file, so that a folder decode skips it and goes on."""
+    coding = CODINGS.get(f.coding)
+    if coding is None:
+        raise FormatError(f"unknown coding method {f.coding}")
+    try:
+        return coding.decode(f.payload, f.counts, tok.num_tokens, tok)
+    except ValueError as e:  # TokenError from the coders, or numpy's own on a malformed payload
+        raise FormatError(f"the payload does not decode: {e}") from e
 
 
 def _varint(value: int) -> bytes:
@@ -74,7 +122,7 @@ def write_file(f: VtokFile) -> bytes:
     body = bytearray(MAGIC)
     body += struct.pack("<BB", VERSION, f.coding)
     body += f.model_id
-    if f.coding == 1:
+    if f.coding in CODINGS and CODINGS[f.coding].needs_prior:
         if f.prior_id is None or len(f.prior_id) != 4:
             raise FormatError("an ANS-coded file needs the 4-byte id of its prior")
         body += f.prior_id
@@ -105,8 +153,10 @@ def peek_header(data: bytes) -> Header:
     return Header(version, coding, data[6:10])
 
 
-def read_file(data: bytes, tile: int, num_tokens: int) -> VtokFile:
-    """Parse and validate; `tile` and `num_tokens` come from the model that will decode it."""
+def read_file(data: bytes, tile: int, num_tokens: int, max_pixels: int = MAX_PIXELS) -> VtokFile:
+    """Parse and validate; `tile` and `num_tokens` come from the model that will decode it. The
+    declared size is checked against `max_pixels` (check_budget: the image's pixels and its
+    tiles' pixels) before anything else is read, so a small file cannot order a huge decode."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -121,18 +171,20 @@ def read_file(data: bytes, tile: int, num_tokens: int) -> VtokFile:
     version, coding = struct.unpack("<BB", r.take(2, "version"))
     if version not in (1, VERSION):
         raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 and {VERSION})")
-    if coding not in (0, 1):
+    if coding not in CODINGS:
         raise FormatError(f"unknown coding method {coding}")
     model_id = r.take(4, "model id")
-    prior_id = r.take(4, "prior id") if version >= 2 and coding == 1 else None
+    prior_id = r.take(4, "prior id") if version >= 2 and CODINGS[coding].needs_prior else None
     width = r.varint("width", MAX_SIDE)
     height = r.varint("height", MAX_SIDE)
-    if width < 1 or height < 1 or width * height > MAX_PIXELS:
-        raise FormatError(f"image size {width}x{height} is invalid or over {MAX_PIXELS} pixels")
+    if width < 1 or height < 1:
+        raise FormatError(f"image size {width}x{height} is invalid")
     overlap = r.varint("overlap", tile - 1)
     if overlap * 2 > tile:
         raise FormatError(f"overlap {overlap} is more than half the tile size {tile}")
-    count = TileLayout.tile_count(width, height, tile, overlap)
+    layout = TileLayout(width, height, tile, overlap)
+    check_budget(layout, max_pixels)
+    count = layout.count
     counts = np.frombuffer(r.take(count, "token counts"), dtype=np.uint8).astype(np.int64)
     if count and (counts.min() < 1 or counts.max() > num_tokens):
         raise FormatError(f"token counts must lie in 1..{num_tokens}, got {counts.min()}..{counts.max()}")

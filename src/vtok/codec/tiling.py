@@ -4,17 +4,24 @@ Tiles of S x S pixels overlap by `overlap` pixels; the image is mirror-padded to
 grid. Decoded tiles are blended with weights that ramp linearly across each shared overlap
 (1 inside a tile, falling to 0 at its edge where a neighbour takes over), which hides the seams
 that independent tiles would otherwise show. The result is cropped to the exact original size.
+
+Blending goes one row of tiles at a time (:func:`blend_bands`): only S rows of the image are held
+in floating point at once, so the memory a decode needs grows with the image's width, never with
+its number of tile rows.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["TileLayout", "split_tiles", "blend_tiles"]
+from ..errors import LimitError
+
+__all__ = ["TileLayout", "split_tiles", "blend_tiles", "blend_bands", "check_budget"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,27 @@ class TileLayout:
     def count(self) -> int:
         return self.nx * self.ny
 
+    @property
+    def work(self) -> int:
+        """Pixels the model encodes or decodes: every tile in full, padding included (T * S^2)."""
+        return self.count * self.tile * self.tile
+
     @staticmethod
     def tile_count(width: int, height: int, tile: int, overlap: int) -> int:
         return TileLayout(width, height, tile, overlap).count
+
+
+def check_budget(layout: TileLayout, max_pixels: int) -> None:
+    """Refuse, before any work, an image whose own pixels or whose tiles' pixels (T * S^2, what
+    the model has to produce; a thin or small-stride layout pads far beyond the image) exceed
+    `max_pixels`. Time grows with the tiles' pixels, memory with the width (see blend_bands)."""
+    w, h = layout.width, layout.height
+    if w * h > max_pixels or layout.work > max_pixels:
+        raise LimitError(
+            f"a {w}x{h} image in {layout.count:,} tiles of {layout.tile}x{layout.tile} "
+            f"({max(w * h, layout.work):,} pixels to code) is over the limit of {max_pixels:,} pixels: "
+            "raise it with --max-pixels N (max_pixels=N in Python) if you trust this input"
+        )
 
 
 def split_tiles(image: np.ndarray, layout: TileLayout) -> torch.Tensor:
@@ -50,9 +75,12 @@ def split_tiles(image: np.ndarray, layout: TileLayout) -> torch.Tensor:
     s, st = layout.tile, layout.stride
     full_w, full_h = st * layout.nx + layout.overlap, st * layout.ny + layout.overlap
     padded = np.pad(image, ((0, full_h - image.shape[0]), (0, full_w - image.shape[1]), (0, 0)), mode="symmetric")
-    x = torch.from_numpy(padded).permute(2, 0, 1).float() / 255.0  # (3, Hp, Wp)
-    tiles = [x[:, r * st : r * st + s, c * st : c * st + s] for r in range(layout.ny) for c in range(layout.nx)]
-    return torch.stack(tiles)
+    x = torch.from_numpy(padded).permute(2, 0, 1)  # (3, Hp, Wp) uint8: tiles turn float one by one
+    out = torch.empty(layout.count, 3, s, s)
+    for i in range(layout.count):
+        r, c = divmod(i, layout.nx)
+        out[i] = x[:, r * st : r * st + s, c * st : c * st + s].float() / 255.0
+    return out
 
 
 def _ramp(size: int, overlap: int, fade_start: bool, fade_end: bool) -> torch.Tensor:
@@ -66,18 +94,45 @@ def _ramp(size: int, overlap: int, fade_start: bool, fade_end: bool) -> torch.Te
     return w
 
 
+def blend_bands(rows: Iterable[Iterable[torch.Tensor]], layout: TileLayout) -> Iterator[np.ndarray]:
+    """Tile rows in, image rows out. `rows` gives, for each of the layout's ny tile rows in order,
+    its tiles left to right as batches of (n, 3, S, S) in [0, 1]; yields (h, W, 3) uint8 bands,
+    top to bottom, that together make the (H, W, 3) image. Holds 16 * S * W bytes of floats at
+    once, whatever the number of tile rows; pixels are bit-identical to :func:`blend_tiles`."""
+    s, st, o = layout.tile, layout.stride, layout.overlap
+    width, height = layout.width, layout.height
+    carry_acc, carry_w = torch.zeros(3, 0, width), torch.zeros(1, 0, width)
+    for r, batches in enumerate(rows):
+        if r >= layout.ny:
+            raise ValueError(f"more than the layout's {layout.ny} tile rows")
+        band_h = min(s, height - r * st)  # rows past the image are never shown: not accumulated
+        acc, weight = torch.zeros(3, band_h, width), torch.zeros(1, band_h, width)
+        acc[:, : carry_acc.shape[1]], weight[:, : carry_w.shape[1]] = carry_acc, carry_w
+        wy = _ramp(s, o, r > 0, r < layout.ny - 1)[:band_h]
+        c = 0
+        for batch in batches:
+            for tile in batch.float().cpu():
+                x0 = c * st
+                x1 = min(x0 + s, width)
+                wx = _ramp(s, o, c > 0, c < layout.nx - 1)[: x1 - x0]
+                w = wy[:, None] * wx[None, :]
+                acc[:, :, x0:x1] += tile[:, :band_h, : x1 - x0] * w
+                weight[:, :, x0:x1] += w
+                c += 1
+        if c != layout.nx:
+            raise ValueError(f"tile row {r} has {c} tiles, the layout {layout.nx}")
+        final = band_h if r == layout.ny - 1 else st  # the rest is shared with the next row
+        out = acc[:, :final] / weight[:, :final].clamp_min(1e-8)
+        yield (out.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+        carry_acc, carry_w = acc[:, final:].clone(), weight[:, final:].clone()
+
+
+def tile_rows(tiles: torch.Tensor, layout: TileLayout) -> Iterator[list[torch.Tensor]]:
+    """(T, 3, S, S) -> the row-by-row batches blend_bands takes."""
+    for r in range(layout.ny):
+        yield [tiles[r * layout.nx : (r + 1) * layout.nx]]
+
+
 def blend_tiles(tiles: torch.Tensor, layout: TileLayout) -> np.ndarray:
     """(T, 3, S, S) in [0, 1] -> (H, W, 3) uint8 at the original size."""
-    s, st, o = layout.tile, layout.stride, layout.overlap
-    full_w, full_h = st * layout.nx + o, st * layout.ny + o
-    acc = torch.zeros(3, full_h, full_w)
-    weight = torch.zeros(1, full_h, full_w)
-    for i, tile in enumerate(tiles.float().cpu()):
-        r, c = divmod(i, layout.nx)
-        wy = _ramp(s, o, r > 0, r < layout.ny - 1)
-        wx = _ramp(s, o, c > 0, c < layout.nx - 1)
-        w = wy[:, None] * wx[None, :]
-        acc[:, r * st : r * st + s, c * st : c * st + s] += tile * w
-        weight[:, r * st : r * st + s, c * st : c * st + s] += w
-    out = (acc / weight.clamp_min(1e-8))[:, : layout.height, : layout.width]
-    return (out.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.concatenate(list(blend_bands(tile_rows(tiles, layout), layout)), axis=0)
