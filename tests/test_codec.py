@@ -165,7 +165,7 @@ def test_hostile_files(coder, photo):
             pytest.fail(f"{name} was accepted")
     f = read_file(data, coder.image_size, coder.num_tokens)
     absurd = write_file(VtokFile(f.coding, f.model_id, 1 << 20, 1 << 20, 0, np.zeros(0), b""))
-    with pytest.raises(FormatError, match="over"):
+    with pytest.raises(vtok.LimitError, match="over the limit of 100,000,000 pixels: raise it with --max-pixels"):
         decode_file(absurd, coder)
     too_many = write_file(
         VtokFile(f.coding, f.model_id, f.width, f.height, f.overlap, np.full(len(f.counts), 200), f.payload)

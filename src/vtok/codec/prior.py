@@ -114,8 +114,12 @@ class TokenPrior:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        try:
-            data = load_file(str(path))
+        from ..files import safetensors_shapes
+
+        expected_shapes = {f"probs_{d}": (num_positions, a) for d, a in enumerate(alphabets)}
+        try:  # shapes from the header first: a tampered file is not read whole
+            shapes = {k: shape for k, (_, shape) in safetensors_shapes(path).items()}
+            data = load_file(str(path)) if shapes == expected_shapes else {}
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelLoadError(f"{path}: unreadable prior ({e})") from e
         found = [data.get(f"probs_{d}") for d in range(len(alphabets))]
