@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import collections
 import multiprocessing as mp
-import os
 import random
 import re
 import signal
@@ -403,7 +402,7 @@ class Pool:
                     return None, why
 
     def close(self) -> None:
-        for p, inbox, _, _ in self.workers:
+        for _, inbox, _, _ in self.workers:
             inbox.put(None)
         for p, *_ in self.workers:
             p.join(timeout=10)
@@ -471,7 +470,7 @@ def main() -> int:
                     for data in batch[:20]:
                         save(data, why)
                     results = []
-                for data, (outcome, seconds, info, full) in zip(batch, results):
+                for data, (outcome, seconds, info, _full) in zip(batch, results):
                     executions += 1
                     stats[outcome] += 1
                     if len(data) > 5 and data[:4] == b"VTOK" and data[5] in CODINGS:

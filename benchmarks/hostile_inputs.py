@@ -4,9 +4,13 @@ faults and decompression-bomb .vtok files, each run as a `python -m vtok.cli` su
     python benchmarks/hostile_inputs.py [--quick] [--keep DIR]
 
 Each run must end in one line `vtok: error: ...` (folder runs: `vtok: skipped ...` lines, then
-one error line with the count), exit status 2, no traceback, and a peak memory (the child's
-maximum resident set, from wait4) under 300 MB; the few cases marked "ok" must succeed instead
-(a folder with a file name that is not UTF-8, a large but legitimate decode). Prints one row per
+one error line with the count), exit status 2, no traceback; a refused hostile input (image, model
+folder, .vtok file) within a peak memory (the child's maximum resident set, from wait4) of 300 MB,
+except `train`, which builds its model, optimizer and data pipeline (about 310 MB) before it
+decodes its first image, and is held to 340 MB. File-system faults strike after the command's
+legitimate work (an eval fails writing its JSON), so their peak is shown but not held to a limit.
+The few cases marked "ok" must succeed instead (a folder with a file name that is not UTF-8, a
+large but legitimate decode within its stated time). Prints one row per
 run and the counts; exit status 1 if any run failed its expectation.
 
 Permissions do not stop root: when run as root, every command runs without the capabilities that
@@ -36,6 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MEMORY_LIMIT_MB = 300
+TRAIN_MEMORY_LIMIT_MB = 340
 DROP_ROOT_OVERRIDES = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
@@ -80,6 +85,10 @@ class Runner:
         check=None,
         max_seconds: float | None = None,
     ) -> Row:
+        memory_limit = None if group == "filesystem" or expect != "error" else MEMORY_LIMIT_MB
+        if memory_limit and argv[0] == "train":
+            memory_limit = TRAIN_MEMORY_LIMIT_MB
+
         def limits() -> None:
             if fsize is not None:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -112,7 +121,8 @@ class Runner:
             message = (out.decode("utf-8", "backslashreplace").strip().splitlines() or ["(no output)"])[-1]
             if not passed and lines:
                 message = lines[-1]
-        passed = passed and peak_mb < MEMORY_LIMIT_MB if expect == "error" else passed
+        if memory_limit is not None and peak_mb >= memory_limit:
+            passed, message = False, f"peak {peak_mb:.0f} MB is over {memory_limit} MB; {message}"
         if max_seconds is not None and seconds > max_seconds:
             passed, message = False, f"{seconds:.0f} s is over the stated {max_seconds:.0f} s; {message}"
         if check is not None and passed:
@@ -123,7 +133,9 @@ class Runner:
         row = Row(group, case, command, expect, p.returncode, seconds, peak_mb, message, passed)
         self.rows.append(row)
         mark = "ok  " if passed else "FAIL"
-        print(f"{mark} {group:<11} {case:<26} {command:<7} rc={p.returncode} {seconds:5.1f}s {peak_mb:4.0f}MB  {message[:110]}")
+        print(
+            f"{mark} {group:<11} {case:<26} {command:<7} rc={p.returncode} {seconds:5.1f}s {peak_mb:4.0f}MB  {message[:110]}"
+        )
         sys.stdout.flush()
         return row
 
@@ -288,11 +300,22 @@ def vtok_bombs(folder: Path) -> dict[str, Path]:
         count = TileLayout(w, h, tok.image_size, overlap).count
         counts = np.ones(count, dtype=np.int64)
         payload = ans_encode(np.zeros((count, tok.num_tokens), dtype=np.int64), counts, tok.prior)
-        data = write_file(VtokFile(1, tok.weights_id(), w, h, overlap, counts.astype(np.uint8), payload, tok.prior.id()))
+        data = write_file(
+            VtokFile(1, tok.weights_id(), w, h, overlap, counts.astype(np.uint8), payload, tok.prior.id())
+        )
         out[name] = folder / f"{name}.vtok"
         out[name].write_bytes(data)
     data = write_file(
-        VtokFile(1, tok.weights_id(), 64, 64, 0, np.array([3], dtype=np.uint8), b"\x01\x00\x00\x00\x00\x00\x00\x00", tok.prior.id())
+        VtokFile(
+            1,
+            tok.weights_id(),
+            64,
+            64,
+            0,
+            np.array([3], dtype=np.uint8),
+            b"\x01\x00\x00\x00\x00\x00\x00\x00",
+            tok.prior.id(),
+        )
     )
     out["ans-last-word-zero"] = folder / "ans-last-word-zero.vtok"
     out["ans-last-word-zero"].write_bytes(data)
@@ -355,7 +378,13 @@ def main() -> int:
         runner.run(
             "image",
             name,
-            ["train", REPO / "configs" / "tiny.yaml", f"data.train_dir={path.parent}", f"out_dir={o / 'run'}", "optim.steps=1"],
+            [
+                "train",
+                REPO / "configs" / "tiny.yaml",
+                f"data.train_dir={path.parent}",
+                f"out_dir={o / 'run'}",
+                "optim.steps=1",
+            ],
         )
         runner.run("image", name, ["bench", model, path.parent, "--out", o / "b", "--no-perceptual", "--codecs", ""])
 
@@ -456,7 +485,9 @@ def main() -> int:
         if name == "4000x4000":
             # within the default budget: it must decode, in the time the README states (tiles x 20 ms)
             runner.run("vtok", name, ["decode", path, "-o", o / f"{name}.png"], expect="ok", max_seconds=3844 * 0.02)
-            runner.run("vtok", name + " --max-pixels", ["decode", path, "-o", o / "small.png", "--max-pixels", 20_000_000])
+            runner.run(
+                "vtok", name + " --max-pixels", ["decode", path, "-o", o / "small.png", "--max-pixels", 20_000_000]
+            )
         else:
             runner.run("vtok", name, ["decode", path, "-o", o / f"{name}.png"])
             runner.run("vtok", name + " tokens", ["decode", path, "-o", o / f"{name}.json", "--tokens-only"])
@@ -474,9 +505,12 @@ def main() -> int:
                 f"slowest {max(r.seconds for r in g):5.1f} s, peak {max(r.peak_mb for r in g):4.0f} MB"
             )
     if refused:
+        hostile = [r for r in refused if r.group != "filesystem"]
         print(
-            f"refusals: {sum(r.rc == 2 for r in refused)} of {len(refused)} with exit 2, "
-            f"peak memory at most {max(r.peak_mb for r in refused):.0f} MB, slowest {max(r.seconds for r in refused):.1f} s"
+            f"refusals: {sum(r.rc == 2 for r in refused)} of {len(refused)} with exit 2, slowest "
+            f"{max(r.seconds for r in refused):.1f} s; hostile inputs refused within "
+            f"{max((r.peak_mb for r in hostile if r.command != 'train'), default=0):.0f} MB "
+            f"({max((r.peak_mb for r in hostile if r.command == 'train'), default=0):.0f} MB for train)"
         )
     for r in failed:
         print(f"FAILED {r.group} / {r.case} / {r.command}: rc={r.rc}, {r.peak_mb:.0f} MB: {r.message}")

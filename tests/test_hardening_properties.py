@@ -127,7 +127,9 @@ def test_the_limit_can_be_raised(coder, tmp_path, capsys):
     assert array.shape == (200, 300, 3)
     path, folder = tmp_path / "a.vtok", coder.save_pretrained(tmp_path / "model")
     path.write_bytes(data)
-    rc, _, err = run_cli(["decode", path, "-o", tmp_path / "a.png", "--model", folder, "--max-pixels", "100000"], capsys)
+    rc, _, err = run_cli(
+        ["decode", path, "-o", tmp_path / "a.png", "--model", folder, "--max-pixels", "100000"], capsys
+    )
     assert rc == 2 and "over the limit of 100,000 pixels" in err and len(err.strip().splitlines()) == 1
     rc, _, _ = run_cli(["decode", path, "-o", tmp_path / "a.png", "--model", folder, "--max-pixels", "110000"], capsys)
     assert rc == 0 and Image.open(tmp_path / "a.png").size == (300, 200)
@@ -205,7 +207,9 @@ def test_the_png_written_band_by_band_holds_the_decoded_pixels(coder):
     reseal=st.booleans(),
 )
 @example(method=1, which=0, flips=[], cut=400, size=None, reseal=True)
-def test_a_mutated_file_of_any_coding_decodes_or_raises_a_vtok_error(coder, seeds, method, which, flips, cut, size, reseal):
+def test_a_mutated_file_of_any_coding_decodes_or_raises_a_vtok_error(
+    coder, seeds, method, which, flips, cut, size, reseal
+):
     data = bytearray(seeds[CODINGS[method].name][which])
     if size is not None:  # field-aware: a new declared size, the rest of the file unchanged
         start = 14 if CODINGS[method].needs_prior else 10
@@ -402,7 +406,9 @@ def test_a_prior_of_the_wrong_shape_is_refused_unread(weights_dir, tmp_path, mon
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    code=st.sampled_from([errno.EACCES, errno.ENOSPC, errno.EROFS, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.ENOTDIR]),
+    code=st.sampled_from(
+        [errno.EACCES, errno.ENOSPC, errno.EROFS, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.ENOTDIR]
+    ),
     command=st.sampled_from(["encode", "decode"]),
 )
 def test_any_write_error_is_one_line_naming_the_output(coder, weights_dir, tmp_path_factory, capsys, code, command):

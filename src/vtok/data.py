@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from .errors import ImageError
-from .images import find_images, fit_square, load_image, pil_to_tensor
+from .images import find_images, fit_square, load_image, open_image, pil_to_tensor
 
 __all__ = [
     "InMemoryCropSampler",
@@ -48,8 +48,8 @@ def scan_images(folder: str | Path) -> tuple[list[Path], list[Path]]:
     good, bad = [], []
     for path in find_images(folder):
         try:
-            with Image.open(path) as im:
-                im.size  # noqa: B018 - opening parses the header
+            with open_image(path):  # the header, checked against the file (a bomb is unreadable)
+                pass
             good.append(path)
         except Exception:  # noqa: BLE001 - any failure means "skip and count"
             bad.append(path)
@@ -96,7 +96,7 @@ class RandomCropDataset(torch.utils.data.Dataset):
         if path in self._cache:
             self._cache.move_to_end(path)
             return self._cache[path]
-        with Image.open(path) as raw:
+        with open_image(path) as raw:
             raw.draft("RGB", (self.max_side, self.max_side))  # JPEG: decode at reduced scale
             im = load_image_from_open(raw, path)
         short = min(im.size)

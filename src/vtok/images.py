@@ -38,6 +38,7 @@ __all__ = [
     "MAX_PIXELS_PER_BYTE",
     "IMAGE_EXTENSIONS",
     "image_size",
+    "open_image",
     "load_image",
     "to_rgb",
     "fit_square",
@@ -54,8 +55,10 @@ RATIO_CHECKED_ABOVE = 1 << 20
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".avif"}
 
 
-def _open(path: Path, max_pixels: int) -> Image.Image:
-    """Open (header only) and check what the header claims against the file; the caller closes it."""
+def open_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open (header only) and check what the header claims against the file (module docstring);
+    the caller loads and closes it. Every reader of user images goes through here."""
+    path = Path(path)
     if not path.exists():
         raise ImageError(f"{path}: no such file")
     if path.is_dir():
@@ -133,7 +136,7 @@ def image_size(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[i
     Nothing is decoded: this is what a caller budgets the work by, before load_image."""
     path = Path(path)
     try:
-        with _open(path, max_pixels) as im:
+        with open_image(path, max_pixels) as im:
             return im.size
     except ImageError:
         raise
@@ -148,7 +151,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     (including a header that claims more than the file holds: see the module docstring)."""
     path = Path(path)
     try:
-        with _open(path, max_pixels) as im:
+        with open_image(path, max_pixels) as im:
             im.load()
             return to_rgb(im)
     except ImageError:

@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -436,7 +436,10 @@ def _hash_weights(h, model: TokenizerModel) -> None:
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
 
 
-def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+_V = TypeVar("_V")
+
+
+def clean_state_dict(state: dict[str, _V]) -> dict[str, _V]:
     """Strip the prefixes DistributedDataParallel ('module.') and torch.compile ('_orig_mod.') add."""
     out = {}
     for key, value in state.items():

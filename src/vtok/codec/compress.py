@@ -477,7 +477,9 @@ def decode_bands(
     return f, blend_bands(rows(), layout)
 
 
-def _decoded_batches(tok: Tokenizer, ids: torch.Tensor, counts: torch.Tensor, batch: int = 64) -> Iterator[torch.Tensor]:
+def _decoded_batches(
+    tok: Tokenizer, ids: torch.Tensor, counts: torch.Tensor, batch: int = 16
+) -> Iterator[torch.Tensor]:
     for t, c in zip(ids.split(batch), counts.split(batch)):
         try:
             yield tok.decode_prefixes(t, c)
@@ -506,19 +508,23 @@ def decode_to_png(
     uncompressed (what `vtok decode` writes). Rows use PNG's Sub filter, compressed at zlib level 6."""
     f, bands = decode_bands(_file_bytes(data), model, max_pixels)
     z = zlib.compressobj(6)
-    idat = bytearray()
+    pieces, crc = [], zlib.crc32(b"IDAT")
     for band in bands:
         rows = band.reshape(len(band), -1)
         filtered = rows.copy()
         filtered[:, 3:] -= rows[:, :-3]  # Sub: each byte minus the same channel one pixel left (mod 256)
-        idat += z.compress(np.hstack([np.ones((len(rows), 1), dtype=np.uint8), filtered]).tobytes())
-    idat += z.flush()
+        pieces.append(z.compress(np.hstack([np.ones((len(rows), 1), dtype=np.uint8), filtered]).tobytes()))
+        crc = zlib.crc32(pieces[-1], crc)
+    pieces.append(z.flush())
+    crc = zlib.crc32(pieces[-1], crc)
+    size = sum(len(p) for p in pieces)
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = struct.pack(">IIBBBBB", f.width, f.height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", bytes(idat)) + chunk(b"IEND", b""), f
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", f.width, f.height, 8, 2, 0, 0, 0))  # 8-bit RGB, no interlace
+    idat = [struct.pack(">I", size), b"IDAT", *pieces, struct.pack(">I", crc)]  # joined once: no growing copies
+    return b"".join([b"\x89PNG\r\n\x1a\n", header, *idat, chunk(b"IEND", b"")]), f
 
 
 def _file_bytes(data: bytes | str | os.PathLike) -> bytes:

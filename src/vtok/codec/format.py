@@ -66,7 +66,9 @@ class Coding:
 # The one map from a file's coding byte to its payload decoder. A new method is added here (and its
 # encoder in entropy.py); the parser, the decoder and benchmarks/fuzz_format.py all follow this map.
 CODINGS: dict[int, Coding] = {
-    0: Coding(0, "bitpack", False, lambda payload, counts, k, tok: unpack_tokens(payload, counts, k, tok.codebook_size)),
+    0: Coding(
+        0, "bitpack", False, lambda payload, counts, k, tok: unpack_tokens(payload, counts, k, tok.codebook_size)
+    ),
     1: Coding(1, "ans", True, lambda payload, counts, k, tok: ans_decode(payload, counts, k, tok.prior)),
 }
 
