@@ -166,12 +166,17 @@ def _cmd_encode(args: argparse.Namespace) -> None:
 
     options = _encode_options(args)  # checked before any model or image is read
     tok = load(args.model)
+    lm = None
+    if args.lm:
+        from .lm import load as load_lm
+
+        lm = load_lm(args.lm)
     files = _expand(args.inputs, None)
     targets = _outputs(files, args.inputs, Path(args.output), ".vtok", {".vtok"})
     failed = 0
     for path, target in zip(_progress(files, "encode"), targets):
         try:
-            enc = encode_image(path, tok, options, progress=len(files) == 1, max_pixels=args.max_pixels)
+            enc = encode_image(path, tok, options, progress=len(files) == 1, lm=lm, max_pixels=args.max_pixels)
         except VtokError as e:
             if len(files) == 1:
                 raise
@@ -195,7 +200,7 @@ def _cmd_decode(args: argparse.Namespace) -> None:
     failed = 0
     for path, target in zip(_progress(files, "decode"), targets):
         try:
-            data, summary = _decode_one(path, args.model, fmt, args.max_pixels)
+            data, summary = _decode_one(path, args.model, fmt, args.lm, args.max_pixels)
         except VtokError as e:  # a bad file (unreadable, corrupt, another model's) is skipped in a batch
             if len(files) == 1:
                 raise VtokError(f"{path}: {e}") from e
@@ -209,19 +214,24 @@ def _cmd_decode(args: argparse.Namespace) -> None:
         raise VtokError(f"{failed} of {len(files)} file(s) could not be decoded")
 
 
-def _decode_one(path: Path, model: str | None, fmt: str | None, max_pixels: int) -> tuple[bytes, str]:
+def _decode_one(
+    path: Path, model: str | None, fmt: str | None, lm: str | None = None, max_pixels: int | None = None
+) -> tuple[bytes, str]:
     """The bytes to write for one .vtok file (a PNG, or its tokens) and the summary to print."""
     from .codec import read_tokens
     from .codec.compress import decode_to_png
+    from .images import MAX_PIXELS
+
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
 
     try:
         data = path.read_bytes()
     except OSError as e:
         raise FormatError(e.strerror or str(e)) from e
     if fmt:
-        tokens = read_tokens(data, model, max_pixels)
+        tokens = read_tokens(data, model, lm, max_pixels=max_pixels)
         return _token_file_bytes(tokens, fmt), f"{len(tokens.tokens)} tile(s), {int(tokens.counts.sum())} tokens"
-    png, f = decode_to_png(data, model, max_pixels)  # band by band: the image is never whole in memory
+    png, f = decode_to_png(data, model, lm, max_pixels=max_pixels)  # band by band: never whole in memory
     return png, f"{f.width}x{f.height}"
 
 
@@ -364,7 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--ssim", type=float, help="smallest k per tile reaching this SSIM")
     target.add_argument("--perceptual", type=float, help="smallest k per tile whose feature distance is at most this")
     target.add_argument("--max-bytes", type=int, help="largest file size in bytes")
-    en.add_argument("--coding", choices=["ans", "bitpack"], help="default: ans when the model has a prior")
+    en.add_argument(
+        "--coding", choices=["ans", "bitpack", "lm"], help="default: lm with --lm, else ans when the model has a prior"
+    )
+    en.add_argument("--lm", help="range-code the tokens under this token LM (shipped name or folder): smaller files")
     en.add_argument(
         "--overlap",
         type=int,
@@ -383,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("inputs", nargs="+", help=".vtok files or folders")
     de.add_argument("-o", "--output", required=True, help="output folder (or FILE.png for a single file)")
     de.add_argument("--model", default=None, help="model folder (default: the shipped model the file names)")
+    de.add_argument("--lm", default=None, help="LM folder of an LM-coded file (default: the shipped LM it names)")
     de.add_argument(
         "--tokens-only",
         nargs="?",
@@ -420,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also report FID per k: pytorch-fid's Inception file (pt_inception-2015-12-05-*.pth)",
     )
     be.set_defaults(func=_cmd_bench)
+
+    from .cli_lm import add_commands
+
+    add_commands(sub)  # tokenize, lm-train, generate
 
     ls = sub.add_parser("list", help="list architectures and shipped pretrained models")
     ls.set_defaults(func=_cmd_list)

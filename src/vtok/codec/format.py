@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import FormatError
 from ..images import MAX_PIXELS
 from .entropy import ans_decode, unpack_tokens
+from .lm_coding import lm_decode
 from .tiling import TileLayout, check_budget
 
 __all__ = [
@@ -29,59 +30,72 @@ __all__ = [
     "peek_header",
     "write_file",
     "read_file",
+    "token_check",
+    "verify_tokens",
     "decode_payload",
 ]
 
 MAGIC = b"VTOK"
-VERSION = 2  # 2: weights and prior identified apart; version 1 files are still read
+VERSION = 3  # 2: weights and prior identified apart; 3: LM coding; versions 1 and 2 are still read
+READABLE = (1, 2, 3)
 MAX_SIDE = 1 << 20
 MAX_PAYLOAD = 1 << 30
 
 
 @dataclass
 class VtokFile:
-    coding: int  # 0 = bit-packed, 1 = ANS under the model's prior
+    coding: int  # 0 = bit-packed, 1 = ANS under the model's prior, 2 = range coding under a token LM
     model_id: bytes  # 4 bytes: start of the SHA-256 of the weights (version 1: of weights and prior)
     width: int
     height: int
     overlap: int
     counts: np.ndarray  # (T,) uint8: tokens kept per tile, row-major
     payload: bytes
-    prior_id: bytes | None = None  # 4 bytes, ANS files only: start of the SHA-256 of the prior
+    prior_id: bytes | None = None  # 4 bytes: ANS files, the prior's id; LM files (v3), the LM's id (vtok.lm.lm_id)
     version: int = VERSION
+    # LM files: the file's CRC-32 covers the body and then the coded token ids (see token_check),
+    # so one checksum catches a corrupt payload and a decoder that computed other probabilities.
+    tokens_crc: int | None = None  # as read; checked once the payload is decoded
+    token_bytes: bytes = b""  # when writing: token_check(tokens, counts)
 
 
 @dataclass(frozen=True)
 class Coding:
-    """A coding method: its byte in the file, its name, whether the file names a token prior (and
-    the model must hold it), and its payload decoder: (payload, counts (T,), K, tokenizer) ->
-    (T, K) int64 token ids, zero past each tile's count; any ValueError means a corrupt payload."""
+    """A coding method: its byte in the file, its name, whether the file names (by a 4-byte id, from
+    version 2) the model the payload is coded under (a token prior, a token LM), the first format
+    version that has it, whether the CRC also covers the decoded tokens (checked after decoding),
+    and its payload decoder: (file, tokenizer, coding model or None) -> (T, K) int64 token ids,
+    zero past each tile's count; any ValueError means a corrupt payload."""
 
     code: int
     name: str
-    needs_prior: bool
-    decode: Callable[[bytes, np.ndarray, int, Any], np.ndarray]
+    has_id: bool
+    since: int
+    crc_covers_tokens: bool
+    decode: Callable[[VtokFile, Any, Any], np.ndarray]
 
 
 # The one map from a file's coding byte to its payload decoder. A new method is added here (and its
-# encoder in entropy.py); the parser, the decoder and benchmarks/fuzz_format.py all follow this map.
+# encoder beside the others); the parser, the decoder and benchmarks/fuzz_format.py all follow it.
 CODINGS: dict[int, Coding] = {
     0: Coding(
-        0, "bitpack", False, lambda payload, counts, k, tok: unpack_tokens(payload, counts, k, tok.codebook_size)
+        0, "bitpack", False, 1, False, lambda f, tok, _: unpack_tokens(f.payload, f.counts, tok.num_tokens, tok.codebook_size)
     ),
-    1: Coding(1, "ans", True, lambda payload, counts, k, tok: ans_decode(payload, counts, k, tok.prior)),
+    1: Coding(1, "ans", True, 1, False, lambda f, tok, _: ans_decode(f.payload, f.counts, tok.num_tokens, tok.prior)),
+    2: Coding(2, "lm", True, 3, True, lambda f, tok, lm: lm_decode(f.payload, f.counts, tok.num_tokens, lm)),
 }
 
 
-def decode_payload(f: VtokFile, tok: Any) -> np.ndarray:
-    """The (T, K) tokens a parsed file's payload codes, for tokenizer `tok`; FormatError if it
-    does not decode (a payload can pass the checksum and still be corrupt: a buggy or hostile
-    encoder), like every other bad file, so that a folder decode skips it and goes on."""
+def decode_payload(f: VtokFile, tok: Any, coder: Any = None) -> np.ndarray:
+    """The (T, K) tokens a parsed file's payload codes, for tokenizer `tok` and the prior or LM
+    `coder` its method needs; FormatError if it does not decode (a payload can pass the checksum
+    and still be corrupt: a buggy or hostile encoder), like every other bad file, so that a folder
+    decode skips it and goes on."""
     coding = CODINGS.get(f.coding)
     if coding is None:
         raise FormatError(f"unknown coding method {f.coding}")
     try:
-        return coding.decode(f.payload, f.counts, tok.num_tokens, tok)
+        return coding.decode(f, tok, coder)
     except ValueError as e:  # TokenError from the coders, or numpy's own on a malformed payload
         raise FormatError(f"the payload does not decode: {e}") from e
 
@@ -124,15 +138,30 @@ def write_file(f: VtokFile) -> bytes:
     body = bytearray(MAGIC)
     body += struct.pack("<BB", VERSION, f.coding)
     body += f.model_id
-    if f.coding in CODINGS and CODINGS[f.coding].needs_prior:
+    if f.coding in CODINGS and CODINGS[f.coding].has_id:
         if f.prior_id is None or len(f.prior_id) != 4:
-            raise FormatError("an ANS-coded file needs the 4-byte id of its prior")
+            raise FormatError("an ANS- or LM-coded file needs the 4-byte id of its prior or LM")
         body += f.prior_id
     body += _varint(f.width) + _varint(f.height) + _varint(f.overlap)
     body += np.asarray(f.counts, dtype=np.uint8).tobytes()
     body += _varint(len(f.payload)) + f.payload
-    body += struct.pack("<I", zlib.crc32(body))
+    covers_tokens = f.coding in CODINGS and CODINGS[f.coding].crc_covers_tokens
+    body += struct.pack("<I", zlib.crc32(f.token_bytes, zlib.crc32(body)) if covers_tokens else zlib.crc32(body))
     return bytes(body)
+
+
+def token_check(tokens: np.ndarray, counts: np.ndarray) -> bytes:
+    """What an LM file's CRC covers after its body: the kept token ids, int64 little-endian, tile by tile."""
+    keep = np.arange(tokens.shape[1])[None, :] < np.asarray(counts)[:, None]
+    return np.asarray(tokens)[keep].astype("<i8").tobytes()
+
+
+def verify_tokens(f: VtokFile, data: bytes, tokens: np.ndarray) -> None:
+    """For an LM file: the CRC over its body and the decoded tokens must match."""
+    if f.tokens_crc is not None and zlib.crc32(token_check(tokens, f.counts), zlib.crc32(data[:-4])) != f.tokens_crc:
+        raise FormatError(
+            "checksum mismatch: the file is corrupt, or this machine computes the LM's probabilities differently"
+        )
 
 
 @dataclass
@@ -150,8 +179,8 @@ def peek_header(data: bytes) -> Header:
     if len(data) < 10 or data[:4] != MAGIC:
         raise FormatError("not a .vtok file (wrong magic)")
     version, coding = data[4], data[5]
-    if version not in (1, VERSION):
-        raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 and {VERSION})")
+    if version not in READABLE:
+        raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 to {VERSION})")
     return Header(version, coding, data[6:10])
 
 
@@ -166,17 +195,19 @@ def read_file(data: bytes, tile: int, num_tokens: int, max_pixels: int = MAX_PIX
         raise FormatError("not a .vtok file (wrong magic)")
     if len(data) < 4 + 2 + 4 + 3 + 1 + 1 + 4:
         raise FormatError("file is truncated")
-    if struct.unpack("<I", data[-4:])[0] != zlib.crc32(data[:-4]):
+    stored_crc = struct.unpack("<I", data[-4:])[0]
+    lm_coded = data[5] in CODINGS and CODINGS[data[5]].crc_covers_tokens  # checked after decoding (verify_tokens)
+    if not lm_coded and stored_crc != zlib.crc32(data[:-4]):
         raise FormatError("checksum mismatch: the file is corrupt or truncated")
     r = _Reader(data[:-4])
     r.take(4, "magic")
     version, coding = struct.unpack("<BB", r.take(2, "version"))
-    if version not in (1, VERSION):
-        raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 and {VERSION})")
-    if coding not in CODINGS:
-        raise FormatError(f"unknown coding method {coding}")
+    if version not in READABLE:
+        raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 to {VERSION})")
+    if coding not in CODINGS or version < CODINGS[coding].since:
+        raise FormatError(f"unknown coding method {coding} (in a version-{version} file)")
     model_id = r.take(4, "model id")
-    prior_id = r.take(4, "prior id") if version >= 2 and CODINGS[coding].needs_prior else None
+    prior_id = r.take(4, "prior or LM id") if version >= 2 and CODINGS[coding].has_id else None
     width = r.varint("width", MAX_SIDE)
     height = r.varint("height", MAX_SIDE)
     if width < 1 or height < 1:
@@ -194,4 +225,6 @@ def read_file(data: bytes, tile: int, num_tokens: int, max_pixels: int = MAX_PIX
     payload = r.take(length, "payload")
     if r.pos != len(r.data):
         raise FormatError(f"{len(r.data) - r.pos} unexpected bytes after the payload")
-    return VtokFile(coding, model_id, width, height, overlap, counts, payload, prior_id, version)
+    return VtokFile(
+        coding, model_id, width, height, overlap, counts, payload, prior_id, version, stored_crc if lm_coded else None
+    )
