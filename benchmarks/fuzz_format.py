@@ -50,6 +50,8 @@ PER_TILE_BUDGET_S = 0.02  # larger files: 1 s + this per declared tile (tiny mod
 
 
 def tiny_tokenizer():
+    """The tiny tokenizer with a fitted prior, and the models other coding methods code under
+    (by method name: a tiny token LM for "lm"), built the same way in every process."""
     import numpy as np
     import torch
 
@@ -62,10 +64,20 @@ def tiny_tokenizer():
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, tok.codebook_size, (64, tok.num_tokens))
     tok.prior = TokenPrior.fit(tokens, symbol_alphabets(tok.model.quantizer))
-    return tok
+    coders = {}
+    try:
+        import vtok.lm
+
+        torch.manual_seed(0)
+        lm = vtok.lm.create_lm("lm-tiny", tok.model.quantizer.symbol_alphabets(), tok.num_tokens)
+        lm.tokenizer_name, lm.tokenizer_id = tok.name, tok.weights_id().hex()
+        coders["lm"] = lm.eval()
+    except ImportError:
+        pass
+    return tok, coders
 
 
-def seed_files(tok) -> list[bytes]:
+def seed_files(tok, coders) -> list[bytes]:
     """Real files of every declared coding method: sizes from 1x1 to a few tiles, overlaps 0..S/2."""
     import numpy as np
 
@@ -80,7 +92,9 @@ def seed_files(tok) -> list[bytes]:
         for h, w, k, overlap in shapes:
             image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             try:
-                enc = encode_image(image, tok, coding=coding.name, tokens=k, overlap=overlap, measure=False)
+                enc = encode_image(
+                    image, tok, coding=coding.name, tokens=k, overlap=overlap, measure=False, lm=coders.get(coding.name)
+                )
             except Exception as e:  # noqa: BLE001 - a method this script cannot encode yet: say so, fuzz the rest
                 print(f"note: cannot make a {coding.name} seed ({type(e).__name__}: {e})", file=sys.stderr)
                 break
@@ -120,7 +134,7 @@ def fields(data: bytes, tile: int) -> Fields | None:
         return None
     spans = {"magic": (0, 4), "version": (4, 5), "coding": (5, 6), "model_id": (6, 10)}
     pos, coding = 10, data[5]
-    if data[4] >= 2 and coding in CODINGS and CODINGS[coding].needs_prior:
+    if data[4] >= 2 and coding in CODINGS and CODINGS[coding].has_id:
         spans["prior_id"] = (10, 14)
         pos = 14
     values = {}
@@ -331,7 +345,8 @@ def worker(inbox, outbox, memory_mb: int, timeout_s: float, full_every: int) -> 
     import vtok
     from vtok.codec.compress import _read, decode_file
 
-    tok = tiny_tokenizer()
+    tok, coders = tiny_tokenizer()
+    lm = coders.get("lm")
     size_kb = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0])
     limit = (size_kb << 10) + (memory_mb << 20)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -350,9 +365,9 @@ def worker(inbox, outbox, memory_mb: int, timeout_s: float, full_every: int) -> 
             signal.setitimer(signal.ITIMER_REAL, timeout_s)
             try:
                 if full:
-                    decode_file(data, tok)
+                    decode_file(data, tok, lm)
                 else:
-                    _read(data, tok)
+                    _read(data, tok, lm)
                 outcome = "decoded" if full else "parsed"
             except vtok.VtokError as e:
                 outcome = f"{type(e).__name__}: {re.sub(r'[0-9a-f]{8}|-?[0-9][0-9,]*', 'N', str(e))[:90]}"
@@ -424,8 +439,8 @@ def main() -> int:
 
     from vtok.codec.format import CODINGS
 
-    tok = tiny_tokenizer()
-    seeds = seed_files(tok)
+    tok, coders = tiny_tokenizer()
+    seeds = seed_files(tok, coders)
     methods = sorted({s[5] for s in seeds})
     print(f"{len(seeds)} seeds; coding methods {', '.join(CODINGS[m].name for m in methods)}; tile {tok.image_size}")
     rng = random.Random(args.seed)

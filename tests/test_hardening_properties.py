@@ -50,13 +50,27 @@ def coder() -> vtok.Tokenizer:
 
 
 @pytest.fixture(scope="module")
-def seeds(coder) -> dict[str, list[bytes]]:
+def token_lm(coder):
+    """An untrained tiny token LM for the tiny tokenizer: what LM-coded files are coded under."""
+    import vtok.lm
+
+    torch.manual_seed(0)
+    lm = vtok.lm.create_lm("lm-tiny", coder.model.quantizer.symbol_alphabets(), coder.num_tokens)
+    lm.tokenizer_name, lm.tokenizer_id = coder.name, coder.weights_id().hex()
+    return lm.eval()
+
+
+@pytest.fixture(scope="module")
+def seeds(coder, token_lm) -> dict[str, list[bytes]]:
     """Real files of every coding method format.py declares: one and several tiles, with overlap."""
     rng = np.random.default_rng(1)
     out = {}
     for coding in CODINGS.values():
+        lm = token_lm if coding.name == "lm" else None
         out[coding.name] = [
-            encode_image(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), coder, coding=coding.name, tokens=k).data
+            encode_image(
+                rng.integers(0, 256, (h, w, 3), dtype=np.uint8), coder, coding=coding.name, tokens=k, lm=lm
+            ).data
             for h, w, k in [(32, 32, 8), (40, 70, 3), (1, 1, 1)]
         ]
     return out
@@ -208,11 +222,11 @@ def test_the_png_written_band_by_band_holds_the_decoded_pixels(coder):
 )
 @example(method=1, which=0, flips=[], cut=400, size=None, reseal=True)
 def test_a_mutated_file_of_any_coding_decodes_or_raises_a_vtok_error(
-    coder, seeds, method, which, flips, cut, size, reseal
+    coder, token_lm, seeds, method, which, flips, cut, size, reseal
 ):
     data = bytearray(seeds[CODINGS[method].name][which])
     if size is not None:  # field-aware: a new declared size, the rest of the file unchanged
-        start = 14 if CODINGS[method].needs_prior else 10
+        start = 14 if CODINGS[method].has_id else 10
         tail = data[start:]
         for _ in range(3):  # skip the old width, height and overlap varints
             while tail[0] & 0x80:
@@ -225,7 +239,7 @@ def test_a_mutated_file_of_any_coding_decodes_or_raises_a_vtok_error(
     blob = _reseal(blob) if reseal else blob
     start = time.perf_counter()
     try:
-        array, f = decode_file(blob, coder)
+        array, f = decode_file(blob, coder, token_lm)
     except vtok.VtokError as e:
         assert "\n" not in str(e)
     else:

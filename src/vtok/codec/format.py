@@ -79,7 +79,12 @@ class Coding:
 # encoder beside the others); the parser, the decoder and benchmarks/fuzz_format.py all follow it.
 CODINGS: dict[int, Coding] = {
     0: Coding(
-        0, "bitpack", False, 1, False, lambda f, tok, _: unpack_tokens(f.payload, f.counts, tok.num_tokens, tok.codebook_size)
+        0,
+        "bitpack",
+        False,
+        1,
+        False,
+        lambda f, tok, _: unpack_tokens(f.payload, f.counts, tok.num_tokens, tok.codebook_size),
     ),
     1: Coding(1, "ans", True, 1, False, lambda f, tok, _: ans_decode(f.payload, f.counts, tok.num_tokens, tok.prior)),
     2: Coding(2, "lm", True, 3, True, lambda f, tok, lm: lm_decode(f.payload, f.counts, tok.num_tokens, lm)),
