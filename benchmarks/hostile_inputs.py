@@ -113,7 +113,7 @@ class Runner:
         traceback = "Traceback" in text
         if expect == "error":
             last_ok = bool(lines) and lines[-1].startswith("vtok: error:")
-            others_ok = all(re.match(r"vtok: skipped |vtok: note: |\w+: \d+/\d+ ", line) for line in lines[:-1])
+            others_ok = all(re.match(r"vtok: skipped |vtok: note: |[\w .-]+: \d+/\d+ ", line) for line in lines[:-1])
             passed = p.returncode == 2 and last_ok and others_ok and not traceback
             message = lines[-1] if lines else "(no message)"
         else:
