@@ -454,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose or args.command == "train" else logging.WARNING, format="%(message)s"
     )
+    if not args.verbose:  # e.g. "Could not save font_manager cache" on a full disk: vtok's own line says it
+        logging.getLogger("matplotlib").setLevel(logging.ERROR)
     try:
         args.func(args)
     except VtokError as e:

@@ -574,9 +574,11 @@ def decode_bands(
     return f, blend_bands(rows(), layout)
 
 
-def _decoded_batches(
-    tok: Tokenizer, ids: torch.Tensor, counts: torch.Tensor, batch: int = 16
-) -> Iterator[torch.Tensor]:
+DECODE_BATCH_PIXELS = 1 << 18  # tiles decoded at once: 16 of 128x128, 256 of 32x32 (a bounded working set)
+
+
+def _decoded_batches(tok: Tokenizer, ids: torch.Tensor, counts: torch.Tensor) -> Iterator[torch.Tensor]:
+    batch = max(1, DECODE_BATCH_PIXELS // tok.image_size**2)
     for t, c in zip(ids.split(batch), counts.split(batch)):
         try:
             yield tok.decode_prefixes(t, c)
