@@ -299,7 +299,7 @@ def test_an_image_whose_header_lies_is_an_image_error_at_once(tmp_path_factory, 
         assert "\n" not in str(e)
     else:
         pixels = im.width * im.height  # a GIF's size also covers its frame, whatever the screen says
-        assert pixels <= max(w * h, 64 * 48) and (pixels <= 1 << 20 or pixels <= MAX_PIXELS_PER_BYTE * len(data))
+        assert pixels <= max(w, 64) * max(h, 48) and (pixels <= 1 << 20 or pixels <= MAX_PIXELS_PER_BYTE * len(data))
     if cut is None and 1 << 20 < w * h <= images.MAX_PIXELS and w * h > MAX_PIXELS_PER_BYTE * len(data):
         with pytest.raises(vtok.ImageError, match="pixels per byte"):  # from the header, nothing decoded
             image_size(path)
@@ -453,3 +453,17 @@ def test_any_write_error_is_one_line_naming_the_output(coder, weights_dir, tmp_p
     assert lines[0] == f"vtok: error: {target}: {os.strerror(code)}"
     assert not target.exists() and not [p for p in target.parent.glob(".*.tmp")]
     assert files  # the module every write goes through
+
+
+@pytest.mark.parametrize("shape", [(600, 41), (300, 5), (120, 90)])
+def test_measuring_in_stripes_equals_measuring_whole(shape):
+    """encode_image's PSNR/SSIM of a large image, stripe by stripe, against the metrics on it whole."""
+    from vtok.codec.compress import _measure, _to_tensor
+    from vtok.metrics.pixel import psnr, ssim
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 20, a.shape), 0, 255).astype(np.uint8)
+    p, s = _measure(a, b)
+    assert p == pytest.approx(float(psnr(_to_tensor(a), _to_tensor(b))), abs=1e-4)
+    assert s == pytest.approx(float(ssim(_to_tensor(a), _to_tensor(b))), abs=1e-5)

@@ -30,7 +30,7 @@ from .entropy import ANS, CODING_NAMES, ans_encode, pack_tokens
 from .format import CODINGS, VtokFile, decode_payload, peek_header, read_file, token_check, verify_tokens, write_file
 from .lm_coding import lm_encode
 from .options import EncodeOptions
-from .tiling import TileLayout, blend_bands, blend_tiles, check_budget, split_tiles
+from .tiling import TileLayout, blend_bands, check_budget, split_tiles
 
 LM_CODING = 2  # range coding under a token LM (format version 3)
 CODE_OF = {**CODING_NAMES, "lm": LM_CODING}
@@ -347,11 +347,43 @@ def encode_image(
     counts_np = counts.cpu().numpy().astype(np.int64)
     enc = Encoded(build(counts_np), layout.width, layout.height, counts_np, coding, unmet, options=options)
     if measure:
-        recon = blend_tiles(_decode_prefixes(tok, ids, torch.from_numpy(counts_np)), layout)
-        a, b = _to_tensor(recon), _to_tensor(array)
-        enc.psnr = float(psnr_metric(a, b).clamp(max=99))
-        enc.ssim = float(ssim_metric(a, b))
+        ids_t, counts_t = ids.cpu(), torch.from_numpy(counts_np)
+        rows = (
+            _decoded_batches(
+                tok, ids_t[r * layout.nx : (r + 1) * layout.nx], counts_t[r * layout.nx : (r + 1) * layout.nx]
+            )
+            for r in range(layout.ny)
+        )
+        recon = np.concatenate(list(blend_bands(rows, layout)), axis=0)  # one row of tiles in floats at a time
+        enc.psnr, enc.ssim = _measure(recon, array)
     return enc
+
+
+MEASURE_ROWS = 256  # SSIM-map rows per stripe: the metrics' float intermediates stay a few MB per stripe
+
+
+def _measure(recon: np.ndarray, array: np.ndarray, window: int = 11) -> tuple[float, float]:
+    """PSNR and SSIM of two (H, W, 3) uint8 images, exactly as psnr/ssim over the whole images,
+    computed in stripes of rows (SSIM's valid window needs window - 1 rows of context): whole,
+    the metrics' float intermediates cost some 100 bytes a pixel, gigabytes for a large photo."""
+    h, w = array.shape[:2]
+    win = min(window, w, h)
+    win -= 1 - win % 2
+    if h - win + 1 <= MEASURE_ROWS:
+        a, b = _to_tensor(recon), _to_tensor(array)
+        return float(psnr_metric(a, b).clamp(max=99)), float(ssim_metric(a, b, window=window))
+    squared, ssim_sum = 0.0, 0.0
+    for y in range(0, h, MEASURE_ROWS):
+        d = recon[y : y + MEASURE_ROWS].astype(np.float64) - array[y : y + MEASURE_ROWS]
+        squared += float((d * d).sum()) / 255.0**2
+    map_rows = h - win + 1
+    for m in range(0, map_rows, MEASURE_ROWS):
+        n = min(MEASURE_ROWS, map_rows - m)
+        a, b = _to_tensor(recon[m : m + n + win - 1]), _to_tensor(array[m : m + n + win - 1])
+        ssim_sum += float(ssim_metric(a, b, window=window)) * n
+    mse = squared / recon.size
+    psnr = min(99.0, 10 * np.log10(1.0 / mse)) if mse > 0 else 99.0
+    return float(psnr), ssim_sum / map_rows
 
 
 def default_overlap(tile: int) -> int:
