@@ -157,3 +157,16 @@ def test_lm_train_then_generate_cli(labelled, tmp_path, tiny_model_dir, capsys):
         ["generate", str(tmp_path / "run" / "model"), "--class", "dogs", "--out", str(gen)], capsys
     )
     assert code == 2 and "unknown class" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_split_the_shards(labelled, tmp_path, tiny_model_dir):
+    out = tmp_path / "shards"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vtok.cli",
+           "tokenize", str(labelled), "--out", str(out), "--model", str(tiny_model_dir), "--images-per-shard", "2"]  # fmt: skip
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert "skipped 1 unreadable" in done.stdout, done.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["file"] for s in manifest["shards"]] == [f"shard-{i:05d}.parquet" for i in range(6)]
+    shards = TokenShards(out)
+    assert sorted(shards.keys) == sorted({*shards.keys}) and len(shards) == 11
