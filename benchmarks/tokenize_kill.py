@@ -50,7 +50,9 @@ def main() -> None:
 
         out = work / "killed"
         for i in range(args.kills):
-            proc = subprocess.Popen(command(args.images, out, args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                command(args.images, out, args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             delay = rng.uniform(0.5, max(1.0, seconds * 0.8))
             time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
