@@ -15,6 +15,7 @@ checked against Content-Length before reading and against the stream while readi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -385,7 +386,8 @@ def create_app(
             raise ApiError(422, f"num_tokens: this LM makes at most {lm.num_tokens} tokens, got {body.num_tokens}")
         class_index = _class_index(lm, body.class_label)
         sampling = body.model_dump(exclude={"n", "class_label"})
-        result = await gate(request).run(work.generate, lm, lm_tok, body.n, class_index, **sampling)
+        job = functools.partial(work.generate, lm, lm_tok, body.n, class_index, **sampling)
+        result = await gate(request).run(job)
         return {"model": lm.tokenizer_name} | result
 
     return app
