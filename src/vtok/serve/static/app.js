@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, info: null, blob: null, result: null, pixels: null, codec: "", codecResult: null, busy: 0 };
+const state = { model: null, info: null, blob: null, result: null, pixels: null, codec: "", codecResult: null, busy: 0, analysed: 0 };
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -99,6 +99,7 @@ async function analyse(blob) {
     $("download").disabled = false;
     render();
     if (state.codec) await loadCodec();
+    document.body.dataset.analysed = String(++state.analysed);
     document.body.dataset.state = "ready";
     setStatus(`ready: all ${result.num_tokens} prefixes in ${Math.round(performance.now() - started)} ms; move the slider`);
   } catch (e) {
