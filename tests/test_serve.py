@@ -20,12 +20,11 @@ from vtok.demo import sample_images
 
 pytest.importorskip("fastapi", reason="the serve extra: pip install 'vtok[serve]'")
 pytest.importorskip("httpx", reason="the test extra: pip install 'vtok[test]'")
+from conftest import run_cli  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from vtok.serve import Limits, create_app  # noqa: E402
 from vtok.serve.limits import Busy, Gate  # noqa: E402
-
-from conftest import run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +171,9 @@ def test_compress_decompress_round_trip(client, photo):
     assert "image.vtok" in response.headers["content-disposition"]
     data = response.content
     assert int(response.headers["x-vtok-bytes"]) == len(data) and float(response.headers["x-vtok-ssim"]) > 0
-    assert np.array_equal(np.asarray(vtok.decompress(data)), np.asarray(_png(client.post("/api/decompress", content=data))))
+    assert np.array_equal(
+        np.asarray(vtok.decompress(data)), np.asarray(_png(client.post("/api/decompress", content=data)))
+    )
     width, height = Image.open(io.BytesIO(photo)).size
     assert _png(client.post("/api/decompress?model=default", content=data)).size == (width, height)
     small = client.post("/api/compress?max_bytes=400", content=photo)
@@ -390,7 +391,9 @@ class FakeLM:
         self.calls: list[dict] = []
         self.started, self.release = started, release
 
-    def generate(self, n, num_tokens=None, class_label=None, cfg=1.0, temperature=1.0, top_k=None, top_p=None, seed=None):
+    def generate(
+        self, n, num_tokens=None, class_label=None, cfg=1.0, temperature=1.0, top_k=None, top_p=None, seed=None
+    ):
         self.calls.append(dict(n=n, num_tokens=num_tokens, class_label=class_label, cfg=cfg, seed=seed, top_k=top_k))
         if self.started is not None:
             self.started.set()
@@ -458,7 +461,9 @@ def test_cli_serve_builds_the_app_and_binds_to_loopback(monkeypatch, capsys, tin
     import vtok.serve.server as server
 
     seen = {}
-    monkeypatch.setattr(server, "run", lambda app, host, port, limits: seen.update(app=app, host=host, port=port, limits=limits))
+    monkeypatch.setattr(
+        server, "run", lambda app, host, port, limits: seen.update(app=app, host=host, port=port, limits=limits)
+    )
     monkeypatch.setattr("vtok.serve.run", server.run)
     rc, out, err = run_cli(["serve", "--model", str(tiny_model_dir), "--port", "8123", "--queue", "3"], capsys)
     assert rc == 0, err

@@ -432,11 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--workers", type=int, default=1, help="model jobs at once (default 1)")
-    sv.add_argument("--queue", type=int, default=32, help="requests that may wait for a worker; more get 429 (default 32)")
+    sv.add_argument(
+        "--queue", type=int, default=32, help="requests that may wait for a worker; more get 429 (default 32)"
+    )
     sv.add_argument("--timeout", type=float, default=60.0, help="longest model job in seconds; then 503 (default 60)")
     sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MiB (default 20)")
     sv.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image in pixels (default 16000000)")
-    sv.add_argument("--cors", action="append", metavar="ORIGIN", help="allow this origin to call the API (default: none)")
+    sv.add_argument(
+        "--cors", action="append", metavar="ORIGIN", help="allow this origin to call the API (default: none)"
+    )
     sv.set_defaults(func=_cmd_serve)
 
     ls = sub.add_parser("list", help="list architectures and shipped pretrained models")

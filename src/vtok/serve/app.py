@@ -68,7 +68,9 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n: StrictInt = Field(4, ge=1, description="images to sample (at most the server's max_generate)")
     num_tokens: StrictInt | None = Field(None, ge=1, description="tokens per image (default: the LM's K)")
-    class_label: StrictStr | StrictInt | None = Field(None, description="a class name or index, for class-conditional LMs")
+    class_label: StrictStr | StrictInt | None = Field(
+        None, description="a class name or index, for class-conditional LMs"
+    )
     cfg: float = Field(1.0, ge=0, le=20, description="classifier-free guidance scale")
     temperature: float = Field(1.0, gt=0, le=10)
     top_k: StrictInt | None = Field(None, ge=1)
@@ -237,7 +239,13 @@ def create_app(
     @app.get("/api/health", summary="Liveness and load")
     async def health(request: Request) -> dict[str, Any]:
         g = gate(request)
-        return {"status": "ok", "models": list(models), "lm": lm is not None, "running": g.running, "waiting": g.waiting}
+        return {
+            "status": "ok",
+            "models": list(models),
+            "lm": lm is not None,
+            "running": g.running,
+            "waiting": g.waiting,
+        }
 
     @app.get("/api/models", summary="Loaded models, the LM, the limits")
     async def list_models() -> dict[str, Any]:
@@ -274,7 +282,11 @@ def create_app(
             raise ApiError(404, f"no sample named {name!r}; samples: {', '.join(samples)}")
         return Response(samples[name].read_bytes(), media_type="image/jpeg")
 
-    @app.post("/api/encode", summary="Image -> tokens, with the .vtok bytes of every prefix", openapi_extra={"requestBody": IMAGE_BODY})
+    @app.post(
+        "/api/encode",
+        summary="Image -> tokens, with the .vtok bytes of every prefix",
+        openapi_extra={"requestBody": IMAGE_BODY},
+    )
     async def encode(
         request: Request,
         model: str | None = model_query,
@@ -304,7 +316,9 @@ def create_app(
     async def prefixes(
         request: Request,
         model: str | None = model_query,
-        pixels: Literal["png", "raw"] = Query("png", description="png: a PNG data URL per k; raw: one base64 (K, S, S, 3) uint8 RGB block"),
+        pixels: Literal["png", "raw"] = Query(
+            "png", description="png: a PNG data URL per k; raw: one base64 (K, S, S, 3) uint8 RGB block"
+        ),
     ) -> dict[str, Any]:
         tok = tokenizer(model)
         return {"model": _name(models, tok)} | await on_image(request, work.all_prefixes, tok, pixels)
@@ -374,7 +388,9 @@ def create_app(
         "/api/generate",
         summary="Sample images from the token LM, each with its progressive strip (only with --lm)",
         include_in_schema=lm is not None,
-        openapi_extra={"requestBody": {"content": {"application/json": {"schema": GenerateRequest.model_json_schema()}}}},
+        openapi_extra={
+            "requestBody": {"content": {"application/json": {"schema": GenerateRequest.model_json_schema()}}}
+        },
     )
     async def generate(request: Request) -> dict[str, Any]:
         if lm is None or lm_tok is None:

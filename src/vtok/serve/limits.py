@@ -82,7 +82,8 @@ class Gate:
             await asyncio.wait_for(self._slots.acquire(), limits.queue_timeout_s)
         except asyncio.TimeoutError:
             self.refused += 1
-            raise Busy(503, f"server busy: no worker free within {limits.queue_timeout_s:g} s", limits.retry_after_s)
+            message = f"server busy: no worker free within {limits.queue_timeout_s:g} s"
+            raise Busy(503, message, limits.retry_after_s) from None
         finally:
             self.waiting -= 1
         self.running += 1

@@ -217,7 +217,8 @@ def decompress_png(models: list[Tokenizer], data: bytes, max_pixels: int) -> tup
             continue
         if layout.width * layout.height > max_pixels:
             raise ImageRefused(
-                413, f"the file declares {layout.width}x{layout.height}, over this server's limit of {max_pixels} pixels"
+                413,
+                f"the file declares {layout.width}x{layout.height}, over this server's limit of {max_pixels} pixels",
             )
         return _png(decompress(data, tok)), tok.name
     assert first_error is not None  # models is never empty
