@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -151,6 +152,10 @@ def create_app(
     if not models:
         raise VtokError("serve needs at least one model")
     models = dict(models)
+    for tok in models.values():
+        # Convolutions in channels-last layout: the same outputs (bit for bit on CPU, tested),
+        # about 15% less time for the all-prefixes decode of 64 images.
+        tok.model.to(memory_format=torch.channels_last)
     limits = limits or Limits()
     lm_tok = _lm_tokenizer(lm, models) if lm is not None else None
     samples = {p.name: p for p in sample_images()}
