@@ -506,3 +506,14 @@ def test_limits_are_checked():
 def test_json_errors_are_json(client):
     response = client.post("/api/decode", json={"tokens": [1.5]})
     assert json.loads(response.text) == response.json()
+
+
+def test_cli_serve_lm_needs_vtok_lm(monkeypatch, capsys, tiny_model_dir):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "vtok.lm" else find_spec(name, *a)
+    )
+    rc, _, err = run_cli(["serve", "--model", str(tiny_model_dir), "--lm", "some_lm"], capsys)
+    assert rc == 2 and "vtok.lm" in err and err.count("\n") == 1

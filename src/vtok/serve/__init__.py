@@ -14,9 +14,12 @@ from ..errors import OptionalDependencyError
 
 try:
     import fastapi  # noqa: F401
+except ImportError as e:  # tested by hiding the package
+    raise OptionalDependencyError("fastapi", "serve", "vtok serve") from e
+try:
     import uvicorn  # noqa: F401
-except ImportError as e:  # pragma: no cover - tested by hiding the packages
-    raise OptionalDependencyError(e.name or "fastapi", "serve", "vtok serve") from e
+except ImportError as e:
+    raise OptionalDependencyError("uvicorn", "serve", "vtok serve") from e
 
 from .app import ApiError, create_app  # noqa: E402
 from .limits import Limits  # noqa: E402

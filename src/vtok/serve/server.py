@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from .. import Tokenizer, load, shipped_models
-from ..errors import ConfigError, OptionalDependencyError
+from ..errors import ConfigError
 from .limits import Limits
 
 __all__ = ["load_models", "load_lm", "run", "is_loopback"]
@@ -32,13 +32,12 @@ def load_models(names: Sequence[str]) -> dict[str, Tokenizer]:
 
 def load_lm(name: str):
     """The token LM the operator named (vtok.lm.load)."""
-    try:
-        from .. import lm as lm_module  # type: ignore[attr-defined]
-    except ImportError as e:
-        if e.name and e.name.startswith("vtok"):
-            raise ConfigError("this vtok has no token LM (vtok.lm): --lm needs a newer vtok") from e
-        raise OptionalDependencyError(e.name or "?", "serve", "the token LM") from e
-    return lm_module.load(name)
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("vtok.lm") is None:
+        raise ConfigError("this vtok has no token LM (vtok.lm): --lm needs a newer vtok")
+    return importlib.import_module("vtok.lm").load(name)
 
 
 def is_loopback(host: str) -> bool:
