@@ -23,9 +23,10 @@ def test_registry_lists_tiny_variant_of_every_architecture():
 
 def test_subpackages_declare_their_public_names():
     import vtok.bench
+    import vtok.lm
     import vtok.metrics
 
-    for module in (vtok.metrics, vtok.bench):
+    for module in (vtok.metrics, vtok.bench, vtok.lm):
         public = {
             n for n in dir(module) if not n.startswith("_") and not isinstance(getattr(module, n), types.ModuleType)
         }

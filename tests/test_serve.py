@@ -361,12 +361,17 @@ def test_gate_refuses_past_the_queue_and_times_out():
     assert asyncio.run(scenario()) == [(429, 3), (503, 3), (503, 3), "after"]
 
 
-def test_queue_overflow_over_http(tmp_path):
+def test_queue_overflow_over_http():
     """With one worker busy and no queue, the next request gets 429 with Retry-After."""
     started, release = threading.Event(), threading.Event()
-    torch.manual_seed(0)
-    tiny = vtok.create_tokenizer("ordered1d-tiny")
-    lm = FakeLM("tiny", 8, [], started=started, release=release)
+    tiny, lm = tiny_pair(classes=[])
+
+    def blocking_generate(n, **options):
+        started.set()
+        release.wait(10)
+        return torch.zeros(n, 8, dtype=torch.long)
+
+    lm.generate = blocking_generate
     app = create_app({"tiny": tiny}, lm=lm, limits=Limits(workers=1, queue=0))
     with TestClient(app) as c:
         slow = threading.Thread(target=lambda: c.post("/api/generate", json={"n": 1}))
@@ -381,52 +386,44 @@ def test_queue_overflow_over_http(tmp_path):
         assert c.post("/api/decode", json={"tokens": [1, 2]}).status_code == 200
 
 
-# -- generation, with a stand-in that keeps vtok.lm's interface ------------------------------
+# -- generation: a tiny untrained LM over a tiny tokenizer, both made here ----------------------
 
 
-class FakeLM:
-    """vtok.lm's TokenLM interface: generate(n, num_tokens, class_label, cfg, temperature,
-    top_k, top_p, seed) -> (n, k) int64; tokenizer_name, num_tokens, classes."""
+def tiny_pair(classes: list[str]):
+    """(tokenizer ordered1d-tiny: 32 px, K = 8; an lm-tiny LM over its tokens, naming it "tiny")."""
+    import vtok.lm
 
-    def __init__(self, tokenizer_name: str, num_tokens: int, classes: list[str], started=None, release=None):
-        self.tokenizer_name, self.num_tokens, self.classes = tokenizer_name, num_tokens, classes
-        self.calls: list[dict] = []
-        self.started, self.release = started, release
-
-    def generate(
-        self, n, num_tokens=None, class_label=None, cfg=1.0, temperature=1.0, top_k=None, top_p=None, seed=None
-    ):
-        self.calls.append(dict(n=n, num_tokens=num_tokens, class_label=class_label, cfg=cfg, seed=seed, top_k=top_k))
-        if self.started is not None:
-            self.started.set()
-            self.release.wait(10)
-        generator = torch.Generator().manual_seed(seed or 0)
-        return torch.randint(0, 1024, (n, num_tokens or self.num_tokens), generator=generator)
+    torch.manual_seed(0)
+    tiny = vtok.create_tokenizer("ordered1d-tiny")
+    lm = vtok.lm.create_lm("lm-tiny", tiny.model.quantizer.symbol_alphabets(), tiny.num_tokens, len(classes)).eval()
+    lm.classes, lm.tokenizer_name, lm.tokenizer_id = list(classes), "tiny", tiny.weights_id().hex()
+    return tiny, lm
 
 
 @pytest.fixture()
 def lm_client():
-    torch.manual_seed(0)
-    tiny = vtok.create_tokenizer("ordered1d-tiny")  # 32 px, K = 8, 1024 codes
-    lm = FakeLM("tiny", 8, ["cat", "dog"])
+    tiny, lm = tiny_pair(["cat", "dog"])
     with TestClient(create_app({"tiny": tiny}, lm=lm, limits=Limits(max_generate=3))) as c:
         yield c, lm, tiny
 
 
-def test_generate_returns_tokens_and_progressive_strips(lm_client):
+def test_generate_returns_tokens_and_progressive_strips(lm_client, monkeypatch):
     c, lm, tiny = lm_client
     info = c.get("/api/models").json()["lm"]
-    assert info == {"tokenizer": "tiny", "num_tokens": 8, "classes": ["cat", "dog"]}
+    assert info == {"name": "lm-tiny", "tokenizer": "tiny", "num_tokens": 8, "classes": ["cat", "dog"]}
     assert "/api/generate" in c.get("/openapi.json").json()["paths"]
-    body = c.post("/api/generate", json={"n": 2, "class_label": "dog", "seed": 7, "cfg": 1.5, "top_k": 50}).json()
-    assert lm.calls[-1] == dict(n=2, num_tokens=None, class_label=1, cfg=1.5, seed=7, top_k=50)
+    request = {"n": 2, "class_label": "dog", "seed": 7, "cfg": 1.5, "top_k": 50, "temperature": 0.9}
+    body = c.post("/api/generate", json=request).json()
+    expected = lm.generate(2, class_label=1, seed=7, cfg=1.5, top_k=50, temperature=0.9)
+    assert [s["tokens"] for s in body["samples"]] == expected.tolist()  # the LM's own sampling, seeded
     assert body["prefix_lengths"] == [1, 2, 4, 8] and len(body["samples"]) == 2
     sample = body["samples"][0]
     assert len(sample["tokens"]) == 8 and len(sample["images"]) == 4
     last = np.asarray(Image.open(io.BytesIO(_data(sample["images"][-1]))))
     assert np.array_equal(last, np.asarray(tiny.decode_pil(torch.tensor([sample["tokens"]]))[0]))
-    short = c.post("/api/generate", json={"n": 1, "num_tokens": 3, "class_label": 0}).json()
+    short = c.post("/api/generate", json={"n": 1, "num_tokens": 3, "class_label": 0, "seed": 1}).json()
     assert short["prefix_lengths"] == [1, 2, 3] and len(short["samples"][0]["tokens"]) == 3
+    assert c.post("/api/generate", json={"n": 1, "seed": 3}).status_code == 200  # unconditional: the null class
 
 
 @pytest.mark.parametrize(
@@ -449,11 +446,38 @@ def test_bad_generate_requests_are_refused(lm_client, body):
     assert_error(c.post("/api/generate", json=body), 422)
 
 
-def test_unconditional_lm_refuses_a_class(tiny_model_dir):
-    tiny = vtok.load(tiny_model_dir)
-    with TestClient(create_app({"tiny": tiny}, lm=FakeLM("tiny", 8, []))) as c:
+def test_unconditional_lm_refuses_a_class():
+    tiny, lm = tiny_pair(classes=[])
+    with TestClient(create_app({"tiny": tiny}, lm=lm)) as c:
         assert "unconditional" in assert_error(c.post("/api/generate", json={"class_label": 0}), 422)
         assert c.post("/api/generate", json={"n": 1}).status_code == 200
+
+
+def test_lm_of_another_tokenizer_is_refused(tok):
+    _, lm = tiny_pair(classes=[])
+    lm.tokenizer_name = "default"  # names a loaded model whose weights it did not learn from
+    with pytest.raises(vtok.VtokError, match="tokenizer"):
+        create_app({"default": tok}, lm=lm)
+
+
+def test_cli_serve_with_an_lm_folder(monkeypatch, capsys, tmp_path):
+    import vtok.lm
+    import vtok.serve.server as server
+
+    tiny, lm = tiny_pair(["cat", "dog"])
+    tiny.save_pretrained(tmp_path / "tiny")
+    lm.tokenizer_name = str(tmp_path / "tiny")
+    vtok.lm.save_pretrained(lm, tmp_path / "my_lm")
+    seen = {}
+    monkeypatch.setattr(server, "run", lambda app, host, port, limits: seen.update(app=app))
+    monkeypatch.setattr("vtok.serve.run", server.run)
+    rc, out, err = run_cli(["serve", "--model", tmp_path / "tiny", "--lm", tmp_path / "my_lm"], capsys)
+    assert rc == 0, err
+    with TestClient(seen["app"]) as c:
+        assert c.get("/api/models").json()["lm"]["classes"] == ["cat", "dog"]
+        assert len(c.post("/api/generate", json={"n": 1, "class_label": "cat"}).json()["samples"]) == 1
+    rc, _, err = run_cli(["serve", "--lm", tmp_path / "nothing_here"], capsys)
+    assert rc == 2 and err.count("\n") == 1
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -506,14 +530,3 @@ def test_limits_are_checked():
 def test_json_errors_are_json(client):
     response = client.post("/api/decode", json={"tokens": [1.5]})
     assert json.loads(response.text) == response.json()
-
-
-def test_cli_serve_lm_needs_vtok_lm(monkeypatch, capsys, tiny_model_dir):
-    import importlib.util
-
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "vtok.lm" else find_spec(name, *a)
-    )
-    rc, _, err = run_cli(["serve", "--model", str(tiny_model_dir), "--lm", "some_lm"], capsys)
-    assert rc == 2 and "vtok.lm" in err and err.count("\n") == 1

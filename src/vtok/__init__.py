@@ -8,6 +8,7 @@ images = tok.decode(tokens)                # any 1 <= k <= K, float (B, 3, S, S)
 
 __version__ = "0.1.0"
 
+from . import lm  # noqa: E402, F401 - vtok.lm, the token LM subpackage
 from .codec import EncodeOptions, compress, decompress, read_tokens  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,

@@ -443,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.set_defaults(func=_cmd_serve)
 
+    from .cli_lm import add_commands
+
+    add_commands(sub)  # tokenize, lm-train, generate
+
     ls = sub.add_parser("list", help="list architectures and shipped pretrained models")
     ls.set_defaults(func=_cmd_list)
     return p

@@ -158,6 +158,7 @@ def create_app(
         tok.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     limits = limits or Limits()
     lm_tok = _lm_tokenizer(lm, models) if lm is not None else None
+    lm_name = None if lm_tok is None else next((k for k, t in models.items() if t is lm_tok), lm_tok.name)
     samples = {p.name: p for p in sample_images()}
     codecs = [c.name for c in available_codecs(work.EQUAL_BYTES_CODECS)[0]]
     page = {name: (STATIC / name).read_bytes() for name in ["index.html", *PAGE_FILES]}
@@ -268,7 +269,7 @@ def create_app(
             ],
             "lm": None
             if lm is None
-            else {"tokenizer": lm.tokenizer_name, "num_tokens": lm.num_tokens, "classes": list(lm.classes)},
+            else {"name": lm.name, "tokenizer": lm_name, "num_tokens": lm.num_positions, "classes": list(lm.classes)},
             "codecs": codecs,
             "limits": {
                 "max_upload_bytes": limits.max_upload_bytes,
@@ -403,13 +404,13 @@ def create_app(
         body = _parse(GenerateRequest, await read_body(request, limits, "JSON body"))
         if body.n > limits.max_generate:
             raise ApiError(422, f"n: at most {limits.max_generate} images per request, got {body.n}")
-        if body.num_tokens is not None and body.num_tokens > lm.num_tokens:
-            raise ApiError(422, f"num_tokens: this LM makes at most {lm.num_tokens} tokens, got {body.num_tokens}")
+        if body.num_tokens is not None and body.num_tokens > lm.num_positions:
+            raise ApiError(422, f"num_tokens: this LM makes at most {lm.num_positions} tokens, got {body.num_tokens}")
         class_index = _class_index(lm, body.class_label)
         sampling = body.model_dump(exclude={"n", "class_label"})
         job = functools.partial(work.generate, lm, lm_tok, body.n, class_index, **sampling)
         result = await gate(request).run(job)
-        return {"model": lm.tokenizer_name} | result
+        return {"model": lm_name} | result
 
     return app
 
@@ -442,15 +443,11 @@ def _class_index(lm: work.TokenLM, label: str | int | None) -> int | None:
 
 
 def _lm_tokenizer(lm: work.TokenLM, models: dict[str, Tokenizer]) -> Tokenizer:
-    """The tokenizer that decodes the LM's tokens: a loaded model of its name, else loaded here
-    (the operator named the LM; no client does)."""
-    name = lm.tokenizer_name
-    for key in (name, Path(name).name):
-        if key in models:
-            return models[key]
-    from .. import load
+    """The tokenizer that decodes the LM's tokens: the loaded model of the name the LM's config
+    gives, else that name loaded here (the operator named the LM; no client does). vtok.lm checks
+    that its weights are the ones the LM learned from."""
+    from ..lm import load_tokenizer_for
 
-    tok = load(name)
-    if tok.num_tokens < lm.num_tokens:
-        raise VtokError(f"the LM makes {lm.num_tokens} tokens but its tokenizer {name!r} decodes {tok.num_tokens}")
-    return tok
+    name = lm.tokenizer_name
+    loaded = next((models[key] for key in (name, Path(name).name) if key in models), None) if name else None
+    return load_tokenizer_for(lm, loaded)  # type: ignore[arg-type]

@@ -31,13 +31,10 @@ def load_models(names: Sequence[str]) -> dict[str, Tokenizer]:
 
 
 def load_lm(name: str):
-    """The token LM the operator named (vtok.lm.load)."""
-    import importlib
-    import importlib.util
+    """The token LM the operator named (vtok.lm.load: a shipped name or an LM folder)."""
+    from ..lm import load
 
-    if importlib.util.find_spec("vtok.lm") is None:
-        raise ConfigError("this vtok has no token LM (vtok.lm): --lm needs a newer vtok")
-    return importlib.import_module("vtok.lm").load(name)
+    return load(name)
 
 
 def is_loopback(host: str) -> bool:

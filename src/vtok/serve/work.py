@@ -53,10 +53,13 @@ class ImageRefused(ImageError):
 
 
 class TokenLM(Protocol):
-    """What the service needs of a token language model (vtok.lm's TokenLM)."""
+    """What the service needs of a token language model (vtok.lm.TokenLM): the length it makes
+    (num_positions, K at most), its class names (empty when unconditional), the tokenizer it
+    names, and generate."""
 
-    tokenizer_name: str
-    num_tokens: int
+    name: str
+    tokenizer_name: str | None
+    num_positions: int
     classes: list[str]
 
     def generate(self, n: int, **options: Any) -> torch.Tensor: ...

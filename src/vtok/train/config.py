@@ -187,9 +187,13 @@ def _build(cls: type, data: dict[str, Any], prefix: str):
 
 
 def load_run_config(
-    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), resume: bool = False
-) -> TrainConfig:
-    """The config of a run. `path` is a YAML file or a run folder (its ``config.yaml``). With
+    path: str | Path | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    resume: bool = False,
+    schema: type = TrainConfig,
+    command: str = "vtok train",
+) -> Any:
+    """The config of a run (of `schema`, started by `command`). `path` is a YAML file or a run folder (its ``config.yaml``). With
     `resume`, a run folder that already holds a ``config.yaml`` keeps it: the file and overrides
     given now may only change RESOURCE_KEYS; anything else would silently change the run, so it
     is refused."""
@@ -199,13 +203,13 @@ def load_run_config(
         path = run_folder / "config.yaml"
         if not path.is_file():
             raise ConfigError(f"{run_folder}: a folder without config.yaml is not a run folder")
-    config = load_config(path, overrides)
+    config = load_config(path, overrides, schema=schema)
     if run_folder is not None:  # the run folder is the out_dir, wherever the command runs from
         config.out_dir = str(run_folder)
     saved_path = Path(config.out_dir) / "config.yaml"
     if not resume or not saved_path.is_file():
         return config
-    saved = load_config(saved_path)
+    saved = load_config(saved_path, schema=schema)
     new_flat, old_flat = _flatten(_as_data(config)), _flatten(_as_data(saved))
     changed = sorted(k for k in new_flat.keys() | old_flat.keys() if new_flat.get(k) != old_flat.get(k))
     refused = [k for k in changed if k not in RESOURCE_KEYS]
@@ -214,7 +218,7 @@ def load_run_config(
         more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
         raise ConfigError(
             f"--resume would change the run in {saved_path.parent} ({shown}{more}); resume with "
-            f"`vtok train {saved_path.parent} --resume`, or start a new out_dir"
+            f"`{command} {saved_path.parent} --resume`, or start a new out_dir"
         )
     for key in changed:  # resource keys only
         section, _, name = key.rpartition(".")

@@ -1,0 +1,167 @@
+"""The token LM: model contract, exact probabilities, KV cache, sampling, save/load."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+import vtok
+import vtok.lm as vlm
+from vtok.errors import ConfigError, ModelLoadError, TokenError
+from vtok.lm.sampling import filter_logits
+
+
+def small_lm(alphabets=(2, 3), positions=3, classes=0, **overrides) -> vlm.TokenLM:
+    torch.manual_seed(0)
+    return vlm.create_lm("lm-tiny", list(alphabets), positions, num_classes=classes, **overrides).eval()
+
+
+@pytest.mark.parametrize("name", vlm.list_lms())
+def test_every_variant_trains(name):
+    torch.manual_seed(0)
+    model = vlm.create_lm(name, [8, 5], 8, num_classes=3, depth=1) if name != "lm-tiny" else small_lm((8, 5), 8, 3)
+    model.train()
+    tokens = torch.randint(0, 40, (2, 8))
+    logits = model(tokens, torch.tensor([0, 3]))
+    assert [tuple(lg.shape) for lg in logits] == [(2, 8, 8), (2, 8, 5)]
+    loss = model.nll_from_logits(logits, tokens).mean()
+    assert torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # class embeddings of classes not in the batch get no gradient; everything else must
+    assert [n for n in missing if not n.startswith("start_embed")] == []
+
+
+def test_probabilities_sum_to_one_over_every_sequence():
+    """The digit-factored head is a proper distribution over whole tokens and sequences."""
+    model = small_lm((2, 3), positions=2)
+    all_tokens = torch.tensor(list(itertools.product(range(6), repeat=2)))  # (36, 2)
+    p = model.log_prob(all_tokens).sum(1).exp2()
+    assert p.sum().item() == pytest.approx(1.0, abs=1e-5)
+    # and a prefix's probability is the sum over its continuations
+    first = model.log_prob(all_tokens[::6, :1])[:, 0].exp2()
+    assert torch.allclose(first, p.view(6, 6).sum(1), atol=1e-5)
+
+
+def test_cache_matches_full_recompute():
+    model = small_lm((8, 5), positions=10, classes=2)
+    tokens = torch.randint(0, 40, (3, 10))
+    classes = torch.tensor([0, 1, 2])
+    full = model.hidden(model.embed_inputs(tokens, classes))
+    cache = model.new_cache(3)
+    steps = [
+        model.hidden(model.step_input(tokens[:, t - 1] if t else None, classes, t), cache)[:, 0] for t in range(10)
+    ]
+    assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
+    a = model.generate(4, seed=3, class_label=1, cfg=2.0)
+    b = model.generate(4, seed=3, class_label=1, cfg=2.0, use_cache=False)
+    assert torch.equal(a, b)
+
+
+def test_generate_contract():
+    model = small_lm((8, 5), positions=6, classes=2)
+    model.classes = ["cat", "dog"]
+    out = model.generate(5, num_tokens=4, seed=0)
+    assert out.shape == (5, 4) and out.dtype == torch.long and 0 <= out.min() and out.max() < 40
+    assert torch.equal(out, model.generate(5, num_tokens=4, seed=0))
+    assert not torch.equal(out, model.generate(5, num_tokens=4, seed=1))
+    greedy = [model.generate(3, top_k=1, seed=s, class_label="dog") for s in range(3)]
+    assert all(torch.equal(greedy[0], g) for g in greedy) and torch.equal(greedy[0][0], greedy[0][1])
+    for bad in ({"num_tokens": 7}, {"num_tokens": 0}, {"temperature": 0}, {"top_p": 1.5}, {"top_k": 0}):
+        with pytest.raises(ConfigError):
+            model.generate(1, **bad)
+    with pytest.raises(ConfigError, match="unknown class"):
+        model.generate(1, class_label="wolf")
+    with pytest.raises(ConfigError, match="without classes"):
+        small_lm().generate(1, class_label=0)
+
+
+def test_filter_logits():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.allclose(filter_logits(logits, 1.0, None, None), torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.allclose(filter_logits(logits, 1.0, 2, None), torch.tensor([[0.625, 0.375, 0, 0]]))
+    top_p = filter_logits(logits, 1.0, None, 0.7)  # 0.5 + 0.3 reach 0.7: the rest goes
+    assert torch.allclose(top_p, torch.tensor([[0.625, 0.375, 0, 0]]))
+    assert filter_logits(logits, 1.0, None, 0.01)[0, 0] == 1.0  # the likeliest always stays
+
+
+def test_log_prob_checks_tokens():
+    model = small_lm()
+    with pytest.raises(TokenError):
+        model.log_prob(torch.tensor([[6, 0, 0]]))
+    with pytest.raises(TokenError):
+        model.log_prob(torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(TokenError):
+        model.log_prob(torch.zeros(1, 2))
+
+
+def test_save_load_round_trip(tmp_path):
+    model = small_lm((8, 5), positions=6, classes=2)
+    model.classes, model.tokenizer_name, model.tokenizer_id = ["a", "b"], "default", "00112233"
+    vlm.save_pretrained(model, tmp_path / "lm")
+    back = vlm.load(tmp_path / "lm")
+    assert back.classes == ["a", "b"] and back.tokenizer_id == "00112233" and back.config == model.config
+    tokens = torch.randint(0, 40, (2, 6))
+    assert torch.equal(back.log_prob(tokens), model.log_prob(tokens))
+    assert vlm.lm_id(back) == vlm.lm_id(model)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"width": 0}, "width"),
+        ({"heads": 3}, "divisible"),
+        ({"num_positions": 10**9}, "num_positions"),
+        ({"alphabets": []}, "alphabets"),
+        ({"depth": "4"}, "depth"),
+        ({"bogus": 1}, "unknown"),
+    ],
+)
+def test_tampered_config_refused(tmp_path, change, message):
+    vlm.save_pretrained(small_lm(), tmp_path / "lm")
+    path = tmp_path / "lm" / "config.json"
+    meta = json.loads(path.read_text())
+    meta["config"].update(change)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match=message):
+        vlm.load(tmp_path / "lm")
+
+
+def test_nan_weights_and_missing_files_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    vlm.save_pretrained(small_lm(), tmp_path / "lm")
+    weights = tmp_path / "lm" / "model.safetensors"
+    state = load_file(str(weights))
+    state["norm.weight"][0] = math.nan
+    save_file(state, str(weights))
+    with pytest.raises(ModelLoadError, match="NaN"):
+        vlm.load(tmp_path / "lm")
+    weights.unlink()
+    with pytest.raises(ModelLoadError, match="missing model.safetensors"):
+        vlm.load(tmp_path / "lm")
+    with pytest.raises(ModelLoadError):
+        vlm.load(tmp_path / "nowhere")
+
+
+def test_tokenizer_must_match(tmp_path, tiny):
+    model = vlm.create_lm("lm-tiny", tiny.model.quantizer.symbol_alphabets(), tiny.num_tokens)
+    model.tokenizer_id = "deadbeef"
+    with pytest.raises(ModelLoadError, match="deadbeef"):
+        vlm.load_tokenizer_for(model, tiny)
+    model.tokenizer_id = tiny.weights_id().hex()
+    assert vlm.load_tokenizer_for(model, tiny) is tiny
+    other = vlm.create_lm("lm-tiny", [2, 2], tiny.num_tokens)
+    with pytest.raises(ModelLoadError, match="does not fit"):
+        vlm.load_tokenizer_for(other, tiny)
+
+
+def test_public_api_lists_lm():
+    assert vtok.lm is vlm  # a subpackage, like vtok.metrics: not in vtok.__all__
+    assert sorted(vlm.__all__) == sorted(set(vlm.__all__))
+    for name in vlm.__all__:
+        assert hasattr(vlm, name)
