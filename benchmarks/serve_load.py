@@ -229,13 +229,18 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--queue", type=int, default=32)
     p.add_argument("--repeats", type=int, default=30, help="sequential slider requests for the latency figure")
+    p.add_argument("--slider-only", action="store_true", help="measure the slider's request only")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     data = inputs()
     result: dict = {"cpus": psutil.cpu_count(), "workers": args.workers, "queue": args.queue}
     with server(args.workers, args.queue) as (url, process):
+        result["load_average_before"] = [round(x, 2) for x in psutil.getloadavg()]
         result["slider"] = slider_latency(url, data["small"], args.repeats)
         print(f"slider (all 64 prefixes of a 128x128 photo, one at a time): {json.dumps(result['slider'])}", flush=True)
+        print(f"load average before: {result['load_average_before']}", flush=True)
+        if args.slider_only:
+            return
         result["load"] = load(url, process, data, args.clients, args.seconds)
         print(f"load: {json.dumps(result['load'])}", flush=True)
     queue = 4

@@ -10,6 +10,7 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,19 +38,14 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    try:
-        import uvicorn
-
-        from vtok.serve import create_app
-    except ImportError as e:
-        _missing(f"the serve extra is not installed ({e})")
-    import vtok
+@contextmanager
+def running(app) -> Iterator[str]:
+    """`app` under a real uvicorn on a free port of 127.0.0.1; yields its URL."""
+    import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app({"default": vtok.load("default")}), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     for _ in range(200):
@@ -57,10 +53,24 @@ def server_url() -> Iterator[str]:
             break
         thread.join(0.05)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    try:
+        from vtok.serve import create_app
+    except ImportError as e:
+        _missing(f"the serve extra is not installed ({e})")
+    import vtok
+
+    with running(create_app({"default": vtok.load("default")})) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +118,7 @@ def test_page_upload_slider_compare_screenshot(browser, server_url, tmp_path):
     page.focus("#k-slider")
     page.keyboard.press("ArrowLeft")
     assert page.inner_text("#stat-tokens") == "63"
-    page.fill("#k-slider", "24")
+    page.fill("#k-slider", "40")
 
     page.click("button[data-codec='webp']")
     from playwright.sync_api import expect
@@ -145,3 +155,35 @@ def test_page_shows_a_refusal_in_one_line(browser, server_url, tmp_path):
     page.wait_for_selector("body[data-state='error']", timeout=30_000)
     assert "not an image" in page.inner_text("#status")
     page.close()
+
+
+def test_generate_panel_with_an_lm(browser, tmp_path):
+    import torch
+
+    import vtok
+    import vtok.lm
+    from vtok.serve import create_app
+
+    torch.manual_seed(0)
+    tiny = vtok.create_tokenizer("ordered1d-tiny")  # 32 px, K = 8
+    lm = vtok.lm.create_lm("lm-tiny", tiny.model.quantizer.symbol_alphabets(), tiny.num_tokens, 2).eval()
+    lm.classes, lm.tokenizer_name = ["cat", "dog"], "tiny"
+    with running(create_app({"tiny": tiny}, lm=lm)) as url:
+        page = browser.new_page(viewport={"width": 1180, "height": 900})
+        problems = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-analysed='1']", timeout=30_000)
+        assert page.is_visible("#generate-panel")
+        assert page.locator("#gen-class option").all_inner_texts() == ["cat", "dog"]
+        page.fill("#gen-n", "2")
+        page.select_option("#gen-class", label="dog")
+        page.click("#generate-form button[type=submit]")
+        page.wait_for_selector("#gen-strips .strip:nth-child(2)", timeout=30_000)
+        strips = page.locator("#gen-strips .strip")
+        assert strips.count() == 2
+        assert strips.nth(0).locator("figcaption").all_inner_texts() == ["k=1", "k=2", "k=4", "k=8"]
+        assert "generated 2 image(s) of 8 tokens" in page.inner_text("#status")
+        page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)
+        assert problems == []
+        page.close()

@@ -189,7 +189,7 @@ function drawChart(k) {
   const dots = codecRows.map((p, i) => (p ? `<circle class="codec" cx="${x(i)}" cy="${y(p.psnr)}" r="1.6"/>` : "")).join("");
   svg.innerHTML =
     `<text x="2" y="${top + 6}">${hi}</text><text x="2" y="${h - bottom}">${lo}</text>` +
-    `<text x="${left}" y="${h - 2}">PSNR (dB) by tokens${codecRows.length ? ", dots: " + state.codec.toUpperCase() : ""}</text>` +
+    `<text x="${left}" y="${h - 2}">PSNR (dB) by tokens${codecRows.some(Boolean) ? ", dots: " + state.codec.toUpperCase() : ""}</text>` +
     `<path class="curve" d="${path}"/>${dots}` +
     `<circle class="marker" cx="${x(k - 1)}" cy="${y(psnrs[k - 1])}" r="4"/>`;
 }
