@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import random
 import struct
 import sys
 import threading
@@ -167,6 +168,7 @@ def test_equal_bytes_stays_within_each_budget(client, photo):
     assert_error(client.post("/api/equal-bytes?codec=gif", content=photo), 422)
 
 
+@pytest.mark.slow
 def test_compress_decompress_round_trip(client, photo):
     response = client.post("/api/compress?ssim=0.5", content=photo)
     assert response.status_code == 200 and response.headers["content-type"] == "application/octet-stream"
@@ -229,6 +231,23 @@ def test_body_over_the_cap_is_refused_declared_or_streamed(tok, photo):
         assert small.post("/api/encode", content=photo[:1000]).status_code == 422  # under the cap: read, then refused
     with TestClient(create_app({"default": tok}, limits=Limits(max_pixels=100 * 100))) as few:
         assert "pixels" in assert_error(few.post("/api/encode", content=photo), 413)
+
+
+def test_corrupted_uploads_are_answered_never_failed(client, photo):
+    """Bytes changed and cut at random (seeded): a picture or a 4xx, never a server error (the
+    in-process client raises on any)."""
+    rng = random.Random(0)
+    small_png = png_bytes(Image.open(io.BytesIO(photo)).convert("RGB").resize((64, 64)))
+    vtok_file = client.post("/api/compress?tokens=4", content=small_png).content
+    for base, path in ((photo, "/api/encode"), (small_png, "/api/prefixes"), (vtok_file, "/api/decompress")):
+        for _ in range(12):
+            data = bytearray(base)
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            data = data[: rng.choice([len(data), rng.randrange(1, len(data))])]
+            response = client.post(path, content=bytes(data))
+            if response.status_code != 200:
+                assert 400 <= response.status_code < 500 and set(response.json()) == {"error"}, response.text
 
 
 @pytest.mark.parametrize(
@@ -516,6 +535,11 @@ def test_cli_serve_without_the_extra_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi -> ImportError
     rc, _, err = run_cli(["serve"], capsys)
     assert rc == 2 and "pip install 'vtok[serve]'" in err and err.count("\n") == 1
+
+
+def test_works_without_the_lifespan(tok):
+    """An ASGI server that never runs the lifespan (or a client outside `with`) still gets a gate."""
+    assert TestClient(create_app({"default": tok})).get("/api/health").json()["running"] == 0
 
 
 def test_limits_are_checked():

@@ -228,7 +228,10 @@ def create_app(
         return await gate(request).run(job)
 
     def gate(request: Request) -> Gate:
-        return request.app.state.gate
+        state = request.app.state
+        if getattr(state, "gate", None) is None:  # a server that skipped the lifespan: made on first use
+            state.gate = Gate(limits)
+        return state.gate
 
     model_query = Query(None, max_length=200, description=f"a loaded model's name (default: {next(iter(models))})")
 
