@@ -542,6 +542,17 @@ def test_works_without_the_lifespan(tok):
     assert TestClient(create_app({"default": tok})).get("/api/health").json()["running"] == 0
 
 
+def test_serve_declares_its_public_names():
+    import types
+
+    import vtok.serve
+
+    public = {
+        n for n in dir(vtok.serve) if not n.startswith("_") and not isinstance(getattr(vtok.serve, n), types.ModuleType)
+    }
+    assert set(vtok.serve.__all__) == public
+
+
 def test_limits_are_checked():
     with pytest.raises(vtok.ConfigError, match="workers"):
         Limits(workers=0)

@@ -8,21 +8,9 @@ Importing this package without FastAPI and uvicorn installed raises OptionalDepe
 with the pip command that installs them.
 """
 
-from __future__ import annotations
-
-from ..errors import OptionalDependencyError
-
-try:
-    import fastapi  # noqa: F401
-except ImportError as e:  # tested by hiding the package
-    raise OptionalDependencyError("fastapi", "serve", "vtok serve") from e
-try:
-    import uvicorn  # noqa: F401
-except ImportError as e:
-    raise OptionalDependencyError("uvicorn", "serve", "vtok serve") from e
-
-from .app import ApiError, create_app  # noqa: E402
-from .limits import Limits  # noqa: E402
-from .server import load_lm, load_models, run  # noqa: E402
+from . import _require  # noqa: F401  (first: OptionalDependencyError without the extra)
+from .app import ApiError, create_app
+from .limits import Limits
+from .server import load_lm, load_models, run
 
 __all__ = ["ApiError", "Limits", "create_app", "load_lm", "load_models", "run"]
