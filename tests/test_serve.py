@@ -537,6 +537,16 @@ def test_cli_serve_without_the_extra_says_what_to_install(monkeypatch, capsys):
     assert rc == 2 and "pip install 'vtok[serve]'" in err and err.count("\n") == 1
 
 
+def test_a_bug_is_a_json_500(tok, monkeypatch):
+    import vtok.serve.work as work
+
+    monkeypatch.setattr(work, "encode", lambda *a: 1 / 0)
+    with TestClient(create_app({"default": tok}), raise_server_exceptions=False) as c:
+        assert "ZeroDivisionError" in assert_error(
+            c.post("/api/encode", content=png_bytes(Image.new("RGB", (8, 8)))), 500
+        )
+
+
 def test_works_without_the_lifespan(tok):
     """An ASGI server that never runs the lifespan (or a client outside `with`) still gets a gate."""
     assert TestClient(create_app({"default": tok})).get("/api/health").json()["running"] == 0

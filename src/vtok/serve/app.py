@@ -210,6 +210,10 @@ def create_app(
         message = f"no such page: {request.method} {request.url.path}" if e.status_code == 404 else e.detail
         return _error(e.status_code, message, getattr(e, "headers", None))
 
+    @app.exception_handler(Exception)
+    async def bug(request: Request, e: Exception) -> JSONResponse:  # the server logs the traceback too
+        return _error(500, f"internal error in vtok serve, a bug: {type(e).__name__}")
+
     def tokenizer(name: str | None) -> Tokenizer:
         if name is None:
             return next(iter(models.values()))
