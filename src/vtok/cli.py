@@ -166,12 +166,17 @@ def _cmd_encode(args: argparse.Namespace) -> None:
 
     options = _encode_options(args)  # checked before any model or image is read
     tok = load(args.model)
+    lm = None
+    if args.lm:
+        from .lm import load as load_lm
+
+        lm = load_lm(args.lm)
     files = _expand(args.inputs, None)
     targets = _outputs(files, args.inputs, Path(args.output), ".vtok", {".vtok"})
     failed = 0
     for path, target in zip(_progress(files, "encode"), targets):
         try:
-            enc = encode_image(path, tok, options, progress=len(files) == 1)
+            enc = encode_image(path, tok, options, progress=len(files) == 1, lm=lm)
         except VtokError as e:
             if len(files) == 1:
                 raise
@@ -195,7 +200,7 @@ def _cmd_decode(args: argparse.Namespace) -> None:
     failed = 0
     for path, target in zip(_progress(files, "decode"), targets):
         try:
-            data, summary = _decode_one(path, args.model, fmt)
+            data, summary = _decode_one(path, args.model, fmt, args.lm)
         except VtokError as e:  # a bad file (unreadable, corrupt, another model's) is skipped in a batch
             if len(files) == 1:
                 raise VtokError(f"{path}: {e}") from e
@@ -209,7 +214,7 @@ def _cmd_decode(args: argparse.Namespace) -> None:
         raise VtokError(f"{failed} of {len(files)} file(s) could not be decoded")
 
 
-def _decode_one(path: Path, model: str | None, fmt: str | None) -> tuple[bytes, str]:
+def _decode_one(path: Path, model: str | None, fmt: str | None, lm: str | None = None) -> tuple[bytes, str]:
     """The bytes to write for one .vtok file (a PNG, or its tokens) and the summary to print."""
     import io
 
@@ -220,9 +225,9 @@ def _decode_one(path: Path, model: str | None, fmt: str | None) -> tuple[bytes, 
     except OSError as e:
         raise FormatError(e.strerror or str(e)) from e
     if fmt:
-        tokens = read_tokens(data, model)
+        tokens = read_tokens(data, model, lm)
         return _token_file_bytes(tokens, fmt), f"{len(tokens.tokens)} tile(s), {int(tokens.counts.sum())} tokens"
-    image = decompress(data, model)
+    image = decompress(data, model, lm)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue(), f"{image.width}x{image.height}"
@@ -369,7 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--ssim", type=float, help="smallest k per tile reaching this SSIM")
     target.add_argument("--perceptual", type=float, help="smallest k per tile whose feature distance is at most this")
     target.add_argument("--max-bytes", type=int, help="largest file size in bytes")
-    en.add_argument("--coding", choices=["ans", "bitpack"], help="default: ans when the model has a prior")
+    en.add_argument(
+        "--coding", choices=["ans", "bitpack", "lm"], help="default: lm with --lm, else ans when the model has a prior"
+    )
+    en.add_argument("--lm", help="range-code the tokens under this token LM (shipped name or folder): smaller files")
     en.add_argument(
         "--overlap",
         type=int,
@@ -387,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("inputs", nargs="+", help=".vtok files or folders")
     de.add_argument("-o", "--output", required=True, help="output folder (or FILE.png for a single file)")
     de.add_argument("--model", default=None, help="model folder (default: the shipped model the file names)")
+    de.add_argument("--lm", default=None, help="LM folder of an LM-coded file (default: the shipped LM it names)")
     de.add_argument(
         "--tokens-only",
         nargs="?",

@@ -26,8 +26,13 @@ from ..metrics.pixel import ssim as ssim_metric
 from ..tokenizer import Tokenizer, load
 from .entropy import ANS, BITPACK, CODING_NAMES, ans_decode, ans_encode, pack_tokens, unpack_tokens
 from .format import VtokFile, peek_header, read_file, write_file
+from .lm_coding import lm_decode, lm_encode
 from .options import EncodeOptions
 from .tiling import TileLayout, blend_tiles, split_tiles
+
+LM_CODING = 2  # range coding under a token LM (format version 3)
+CODE_OF = {**CODING_NAMES, "lm": LM_CODING}
+NAME_OF = {code: name for name, code in CODE_OF.items()}
 
 __all__ = [
     "Encoded",
@@ -193,7 +198,49 @@ def allocate_prefix_lengths(
     return torch.tensor(np.array(ladder)[picks], dtype=torch.long), True
 
 
-def _payload(tok: Tokenizer, coding: int, tokens: np.ndarray, counts: np.ndarray) -> bytes:
+@functools.lru_cache(maxsize=4)
+def _load_lm_cached(name: str, stamp: tuple[float, ...]):
+    from ..lm import load as load_lm
+
+    return load_lm(name)
+
+
+def _token_lm(lm):
+    """A TokenLM from a TokenLM, a shipped LM name or an LM folder (cached like tokenizers)."""
+    from ..lm import TokenLM
+
+    if isinstance(lm, TokenLM):
+        return lm
+    folder = Path(lm)
+    stamp = tuple(
+        (folder / n).stat().st_mtime if (folder / n).is_file() else 0.0 for n in ("config.json", "model.safetensors")
+    )
+    return _load_lm_cached(str(lm), stamp)
+
+
+def _lm_id(lm) -> bytes:
+    """The LM's 4-byte id, computed once per LM object (it hashes every weight)."""
+    from ..lm import lm_id
+
+    cached = getattr(lm, "_vtok_lm_id", None)
+    if cached is None:
+        cached = lm_id(lm)
+        lm._vtok_lm_id = cached
+    return cached
+
+
+def _check_lm_fits(tok: Tokenizer, lm) -> None:
+    if lm.tokenizer_id and lm.tokenizer_id != tok.weights_id().hex():
+        raise ConfigError(
+            f"LM {lm.name!r} learned the tokens of tokenizer {lm.tokenizer_id}, not of {tok.name} ({tok.weights_id().hex()})"
+        )
+    if list(tok.model.quantizer.symbol_alphabets()) != lm.alphabets or lm.num_positions < tok.num_tokens:
+        raise ConfigError(f"LM {lm.name!r} does not fit tokenizer {tok.name} (codebook or length differ)")
+
+
+def _payload(tok: Tokenizer, coding: int, tokens: np.ndarray, counts: np.ndarray, lm=None) -> bytes:
+    if coding == LM_CODING:
+        return lm_encode(tokens, counts, lm)
     if coding == ANS:
         return ans_encode(tokens, counts, tok.prior)
     return pack_tokens(tokens, counts, tok.codebook_size)
@@ -206,6 +253,7 @@ def encode_image(
     *,
     measure: bool = True,
     progress: bool = False,
+    lm=None,
     **targets,
 ) -> Encoded:
     """Encode one image of any size. The target comes as an :class:`EncodeOptions` or as keywords:
@@ -215,7 +263,8 @@ def encode_image(
     "per-tile" (every tile reaches it, or keeps all K and is counted in unmet_tiles) or "mean"
     (the mean over tiles reaches it with the fewest bits: rate-distortion allocation).
     `measure` decodes the file once more to report the PSNR/SSIM it reached; `progress` shows a
-    bar over the tiles of a large image."""
+    bar over the tiles of a large image. `lm` (a vtok.lm.TokenLM, a shipped LM name or an LM
+    folder) range-codes the tokens under that token LM (coding "lm"): smaller files, slower coding."""
     if options is None:
         options = EncodeOptions.from_kwargs(**targets)
     elif targets:
@@ -223,7 +272,14 @@ def encode_image(
     tok = _tokenizer(model)
     if tok.num_tokens > 255:
         raise ConfigError(f"the .vtok format stores up to 255 tokens per tile; this model has {tok.num_tokens}")
-    coding = options.coding or ("ans" if tok.prior is not None else "bitpack")
+    coding = options.coding or ("lm" if lm is not None else "ans" if tok.prior is not None else "bitpack")
+    if coding == "lm":
+        if lm is None:
+            raise ConfigError("coding 'lm' needs a token LM: pass lm=... (CLI: --lm LM)")
+        lm = _token_lm(lm)
+        _check_lm_fits(tok, lm)
+    elif lm is not None:
+        raise ConfigError(f"an LM was given but coding is {coding!r}: leave coding out, or set it to 'lm'")
     if coding == "ans" and tok.prior is None:
         raise ConfigError(
             "this model has no token prior for ANS coding: use coding='bitpack' or fit one (`vtok prior`)"
@@ -257,11 +313,11 @@ def encode_image(
             k = int(options.value)
         counts = torch.full((layout.count,), k, dtype=torch.long)
 
-    code = CODING_NAMES[coding]
+    code = CODE_OF[coding]
     ids_np = ids.cpu().numpy()
 
     def build(c: np.ndarray) -> bytes:
-        return _build_file(tok, code, layout, overlap, c, ids_np)
+        return _build_file(tok, code, layout, overlap, c, ids_np, lm)
 
     if options.target == "max_bytes":
         assert options.value is not None
@@ -309,24 +365,24 @@ def _encode_tiles(tok: Tokenizer, tiles: torch.Tensor, progress: bool, batch: in
 
 
 def _build_file(
-    tok: Tokenizer, code: int, layout: TileLayout, overlap: int, counts: np.ndarray, tokens: np.ndarray
+    tok: Tokenizer, code: int, layout: TileLayout, overlap: int, counts: np.ndarray, tokens: np.ndarray, lm=None
 ) -> bytes:
-    prior_id = tok.prior.id() if code == ANS else None
-    payload = _payload(tok, code, tokens, counts)
+    prior_id = tok.prior.id() if code == ANS else _lm_id(lm) if code == LM_CODING else None
+    payload = _payload(tok, code, tokens, counts, lm)
     return write_file(VtokFile(code, tok.weights_id(), layout.width, layout.height, overlap, counts, payload, prior_id))
 
 
 def single_tile_file_sizes(
-    tok: Tokenizer, tokens: np.ndarray, counts: np.ndarray, coding: str | None = None
+    tok: Tokenizer, tokens: np.ndarray, counts: np.ndarray, coding: str | None = None, lm=None
 ) -> np.ndarray:
     """Exact .vtok file sizes of S x S images (one tile each) with the given prefix lengths,
     without running the model again: tokens (N, K), counts (N,)."""
-    coding = coding or ("ans" if tok.prior is not None else "bitpack")
-    code, s = CODING_NAMES[coding], tok.image_size
+    coding = coding or ("lm" if lm is not None else "ans" if tok.prior is not None else "bitpack")
+    code, s = CODE_OF[coding], tok.image_size
     layout = TileLayout(s, s, s, default_overlap(s))
     return np.array(
         [
-            len(_build_file(tok, code, layout, default_overlap(s), c[None], t[None]))
+            len(_build_file(tok, code, layout, default_overlap(s), c[None], t[None], lm))
             for t, c in zip(np.asarray(tokens), np.asarray(counts))
         ]
     )
@@ -407,9 +463,33 @@ def _find_model(data: bytes, model: str | os.PathLike | Tokenizer | None) -> Tok
     )
 
 
-def _read(data: bytes, model: str | os.PathLike | Tokenizer | None) -> tuple[Tokenizer, VtokFile, np.ndarray]:
+def _find_lm(f: VtokFile, tok: Tokenizer, lm):
+    """The token LM an LM-coded file names: `lm` when given (and it must match), else a shipped one."""
+    from ..lm import shipped_lms
+
+    assert f.prior_id is not None  # read_file reads the LM id of every LM-coded file
+    if lm is not None:
+        lm = _token_lm(lm)
+        if _lm_id(lm) != f.prior_id:
+            raise FormatError(
+                f"this file is coded under token LM {f.prior_id.hex()}; {lm.name} is LM {_lm_id(lm).hex()}"
+            )
+        return lm
+    for name in shipped_lms():
+        candidate = _token_lm(name)
+        if _lm_id(candidate) == f.prior_id:
+            return candidate
+    raise FormatError(
+        f"this file is coded under token LM {f.prior_id.hex()}, which does not ship with vtok: "
+        "give that LM's folder (--lm FOLDER, or lm=...)"
+    )
+
+
+def _read(data: bytes, model: str | os.PathLike | Tokenizer | None, lm=None) -> tuple[Tokenizer, VtokFile, np.ndarray]:
     tok = _find_model(data, model)
     f = read_file(data, tok.image_size, tok.num_tokens)
+    if f.coding == LM_CODING:
+        return tok, f, _payload_tokens(tok, f, _find_lm(f, tok, lm))
     if f.coding == ANS:
         if tok.prior is None:
             raise FormatError(
@@ -425,11 +505,13 @@ def _read(data: bytes, model: str | os.PathLike | Tokenizer | None) -> tuple[Tok
     return tok, f, _payload_tokens(tok, f)
 
 
-def _payload_tokens(tok: Tokenizer, f: VtokFile) -> np.ndarray:
+def _payload_tokens(tok: Tokenizer, f: VtokFile, lm=None) -> np.ndarray:
     """The (T, K) tokens a checked file's payload codes. A payload can pass the checksum and still
     not decode (written by a buggy or hostile encoder): that is a bad file, a FormatError like
     every other, so that a folder decode skips it and goes on."""
     try:
+        if f.coding == LM_CODING:
+            return lm_decode(f.payload, f.counts, tok.num_tokens, lm)
         if f.coding == ANS:
             return ans_decode(f.payload, f.counts, tok.num_tokens, tok.prior)
         if f.coding == BITPACK:
@@ -439,10 +521,13 @@ def _payload_tokens(tok: Tokenizer, f: VtokFile) -> np.ndarray:
     raise FormatError(f"unknown coding {f.coding}")  # pragma: no cover - read_file validated it
 
 
-def read_tokens(data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None) -> TokenFile:
-    """The tokens of a .vtok file (bytes or a path), tile by tile, and the tile layout."""
+def read_tokens(
+    data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None, lm=None
+) -> TokenFile:
+    """The tokens of a .vtok file (bytes or a path), tile by tile, and the tile layout. `lm`: the
+    token LM of an LM-coded file (default: the shipped LM the file names)."""
     data = _file_bytes(data)
-    tok, f, tokens = _read(data, model)
+    tok, f, tokens = _read(data, model, lm)
     layout = TileLayout(f.width, f.height, tok.image_size, f.overlap)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= tok.codebook_size):
         raise FormatError("payload holds token ids outside the model's codebook")
@@ -456,13 +541,16 @@ def read_tokens(data: bytes | str | os.PathLike, model: str | os.PathLike | Toke
         columns=layout.nx,
         rows=layout.ny,
         model=tok.name,
-        coding="ans" if f.coding == ANS else "bitpack",
+        coding=NAME_OF[f.coding],
     )
 
 
-def decode_file(data: bytes, model: str | os.PathLike | Tokenizer | None = None) -> tuple[np.ndarray, VtokFile]:
-    """(H, W, 3) uint8 and the parsed file. `model`: None finds the shipped model the file names."""
-    tok, f, tokens = _read(data, model)
+def decode_file(
+    data: bytes, model: str | os.PathLike | Tokenizer | None = None, lm=None
+) -> tuple[np.ndarray, VtokFile]:
+    """(H, W, 3) uint8 and the parsed file. `model`: None finds the shipped model the file names;
+    `lm` likewise for an LM-coded file."""
+    tok, f, tokens = _read(data, model, lm)
     layout = TileLayout(f.width, f.height, tok.image_size, f.overlap)
     try:
         recon = _decode_prefixes(tok, torch.from_numpy(tokens), torch.from_numpy(f.counts))
@@ -483,8 +571,10 @@ def _file_bytes(data: bytes | str | os.PathLike) -> bytes:
     return data
 
 
-def decompress(data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None) -> Image.Image:
+def decompress(
+    data: bytes | str | os.PathLike, model: str | os.PathLike | Tokenizer | None = None, lm=None
+) -> Image.Image:
     """.vtok bytes (or a path to a .vtok file) -> RGB PIL image at the original size. `model`:
     None finds the shipped model the file names; give a folder for your own models."""
-    array, _ = decode_file(_file_bytes(data), model)
+    array, _ = decode_file(_file_bytes(data), model, lm)
     return Image.fromarray(array, mode="RGB")

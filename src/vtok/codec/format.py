@@ -18,21 +18,23 @@ from .tiling import TileLayout
 __all__ = ["MAGIC", "VERSION", "FormatError", "Header", "VtokFile", "peek_header", "write_file", "read_file"]
 
 MAGIC = b"VTOK"
-VERSION = 2  # 2: weights and prior identified apart; version 1 files are still read
+VERSION = 3  # 2: weights and prior identified apart; 3: LM coding; versions 1 and 2 are still read
+READABLE = (1, 2, 3)
+CODINGS = (0, 1, 2)  # bit-packed, ANS under the model's prior, range coding under a token LM
 MAX_SIDE = 1 << 20
 MAX_PAYLOAD = 1 << 30
 
 
 @dataclass
 class VtokFile:
-    coding: int  # 0 = bit-packed, 1 = ANS under the model's prior
+    coding: int  # 0 = bit-packed, 1 = ANS under the model's prior, 2 = range coding under a token LM
     model_id: bytes  # 4 bytes: start of the SHA-256 of the weights (version 1: of weights and prior)
     width: int
     height: int
     overlap: int
     counts: np.ndarray  # (T,) uint8: tokens kept per tile, row-major
     payload: bytes
-    prior_id: bytes | None = None  # 4 bytes, ANS files only: start of the SHA-256 of the prior
+    prior_id: bytes | None = None  # 4 bytes: ANS files, the prior's id; LM files (v3), the LM's id (vtok.lm.lm_id)
     version: int = VERSION
 
 
@@ -74,9 +76,9 @@ def write_file(f: VtokFile) -> bytes:
     body = bytearray(MAGIC)
     body += struct.pack("<BB", VERSION, f.coding)
     body += f.model_id
-    if f.coding == 1:
+    if f.coding in (1, 2):
         if f.prior_id is None or len(f.prior_id) != 4:
-            raise FormatError("an ANS-coded file needs the 4-byte id of its prior")
+            raise FormatError("an ANS- or LM-coded file needs the 4-byte id of its prior or LM")
         body += f.prior_id
     body += _varint(f.width) + _varint(f.height) + _varint(f.overlap)
     body += np.asarray(f.counts, dtype=np.uint8).tobytes()
@@ -100,8 +102,8 @@ def peek_header(data: bytes) -> Header:
     if len(data) < 10 or data[:4] != MAGIC:
         raise FormatError("not a .vtok file (wrong magic)")
     version, coding = data[4], data[5]
-    if version not in (1, VERSION):
-        raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 and {VERSION})")
+    if version not in READABLE:
+        raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 to {VERSION})")
     return Header(version, coding, data[6:10])
 
 
@@ -119,12 +121,12 @@ def read_file(data: bytes, tile: int, num_tokens: int) -> VtokFile:
     r = _Reader(data[:-4])
     r.take(4, "magic")
     version, coding = struct.unpack("<BB", r.take(2, "version"))
-    if version not in (1, VERSION):
-        raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 and {VERSION})")
-    if coding not in (0, 1):
-        raise FormatError(f"unknown coding method {coding}")
+    if version not in READABLE:
+        raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 to {VERSION})")
+    if coding not in CODINGS or (coding == 2 and version < 3):
+        raise FormatError(f"unknown coding method {coding} (in a version-{version} file)")
     model_id = r.take(4, "model id")
-    prior_id = r.take(4, "prior id") if version >= 2 and coding == 1 else None
+    prior_id = r.take(4, "prior or LM id") if version >= 2 and coding in (1, 2) else None
     width = r.varint("width", MAX_SIDE)
     height = r.varint("height", MAX_SIDE)
     if width < 1 or height < 1 or width * height > MAX_PIXELS:

@@ -24,14 +24,15 @@ TARGET_KINDS: dict[str, tuple[float, float, str]] = {
     "max_bytes": (1, 1 << 30, "bytes for the whole file"),
 }
 ALLOCATIONS = ("per-tile", "mean")
-CODINGS = ("ans", "bitpack")
+CODINGS = ("ans", "bitpack", "lm")
 
 
 @dataclass(frozen=True)
 class EncodeOptions:
     """target: one of TARGET_KINDS or None (every tile keeps all K tokens); value: its number.
     allocation: how a quality target is met, "per-tile" (every tile) or "mean" (the mean over
-    tiles, fewest bits). coding: "ans", "bitpack" or None (ANS when the model has a prior).
+    tiles, fewest bits). coding: "ans", "bitpack", "lm" (range coding under a token LM, which
+    encode_image takes as `lm`) or None (LM when one is given, else ANS when the model has a prior).
     overlap: pixels shared by neighbouring tiles, None for the model's default."""
 
     target: str | None = None

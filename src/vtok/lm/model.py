@@ -130,7 +130,9 @@ class _Block(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.attn = _Attention(width, heads, dropout)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), cache, layer)
@@ -262,7 +264,7 @@ class TokenLM(nn.Module):
         u = h
         if j > 0:
             u = h + self.head_embed(chosen[..., :j] + self.digit_offsets[:j]).sum(-2)
-        return self.head_out[j](F.gelu(self.head_hidden[j](u)))
+        return self.head_out[j](F.gelu(self.head_hidden[j](u), approximate="tanh"))
 
     def forward(self, tokens: torch.Tensor, classes: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Teacher-forced logits of every digit of every token.
