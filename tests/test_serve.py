@@ -472,6 +472,16 @@ def test_unconditional_lm_refuses_a_class():
         assert c.post("/api/generate", json={"n": 1}).status_code == 200
 
 
+def test_lm_coded_files_round_trip(lm_client, photo, client):
+    c, lm, tiny = lm_client
+    response = c.post("/api/compress?tokens=8&coding=lm", content=photo)
+    assert response.status_code == 200 and response.headers["x-vtok-coding"] == "lm"
+    expected = np.asarray(vtok.decompress(response.content, tiny, lm=lm))
+    assert np.array_equal(np.asarray(_png(c.post("/api/decompress", content=response.content))), expected)
+    assert "--lm" in assert_error(client.post("/api/compress?tokens=8&coding=lm", content=photo), 422)
+    assert_error(client.post("/api/decompress", content=response.content), 422)  # not this server's model
+
+
 def test_lm_of_another_tokenizer_is_refused(tok):
     _, lm = tiny_pair(classes=[])
     lm.tokenizer_name = "default"  # names a loaded model whose weights it did not learn from

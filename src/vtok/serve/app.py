@@ -367,7 +367,9 @@ def create_app(
         perceptual: float | None = Query(None, description="smallest k per tile within this feature distance"),
         max_bytes: int | None = Query(None, description="largest file size in bytes"),
         allocation: Literal["per-tile", "mean"] = Query("per-tile"),
-        coding: Literal["ans", "bitpack"] | None = Query(None),
+        coding: Literal["ans", "bitpack", "lm"] | None = Query(
+            None, description="ans (under the model's prior), bitpack, or lm (under the server's token LM)"
+        ),
     ) -> Response:
         tok = tokenizer(model)
         options = EncodeOptions.from_kwargs(  # checked before the image is read
@@ -379,7 +381,9 @@ def create_app(
             allocation=allocation,
             coding=coding,
         )
-        data, facts = await on_image(request, work.compress_image, tok, options)
+        if coding == "lm" and (lm is None or tok is not lm_tok):
+            raise ApiError(422, "coding=lm needs a server started with --lm, and the model that LM decodes")
+        data, facts = await on_image(request, work.compress_image, tok, options, lm if coding == "lm" else None)
         headers = {f"X-Vtok-{key.replace('_', '-').title()}": str(value) for key, value in facts.items()}
         headers["Content-Disposition"] = 'attachment; filename="image.vtok"'
         return Response(data, media_type="application/octet-stream", headers=headers)
@@ -394,7 +398,7 @@ def create_app(
     async def decompress(request: Request, model: str | None = model_query) -> Response:
         candidates = [tokenizer(model)] if model is not None else list(models.values())
         data = await read_body(request, limits, ".vtok file")
-        png, name = await gate(request).run(work.decompress_png, candidates, data, limits.max_pixels)
+        png, name = await gate(request).run(work.decompress_png, candidates, data, limits.max_pixels, lm)
         return Response(png, media_type="image/png", headers={"X-Vtok-Model": name})
 
     @app.post(

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .. import EncodeOptions, Tokenizer, decompress, read_tokens
+from .. import EncodeOptions, Tokenizer, decompress
 from ..bench.codecs import CodecLadder, available_codecs
 from ..codec import encode_image, single_tile_file_sizes
-from ..errors import ImageError, TokenError, VtokError
+from ..codec.format import peek_header, read_file
+from ..errors import FormatError, ImageError, TokenError, VtokError
 from ..images import fit_square, pil_to_tensor, to_rgb
 from ..metrics.pixel import psnr, ssim
 
@@ -191,9 +192,12 @@ def equal_bytes(tok: Tokenizer, image: Image.Image, codec_name: str) -> dict[str
     return {"codec": codec_name, "smallest_bytes": smallest, "prefixes": rows}
 
 
-def compress_image(tok: Tokenizer, image: Image.Image, options: EncodeOptions) -> tuple[bytes, dict[str, Any]]:
-    """A whole image (any size, tiled) -> .vtok bytes and what they hold."""
-    enc = encode_image(image, tok, options)
+def compress_image(
+    tok: Tokenizer, image: Image.Image, options: EncodeOptions, lm: TokenLM | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """A whole image (any size, tiled) -> .vtok bytes and what they hold. `lm`: the token LM
+    that range-codes the tokens when options.coding is "lm"."""
+    enc = encode_image(image, tok, options, lm=lm)
     facts = {
         "width": enc.width,
         "height": enc.height,
@@ -208,24 +212,26 @@ def compress_image(tok: Tokenizer, image: Image.Image, options: EncodeOptions) -
     return enc.data, facts
 
 
-def decompress_png(models: list[Tokenizer], data: bytes, max_pixels: int) -> tuple[bytes, str]:
-    """.vtok bytes -> (PNG, name of the model that made it), trying the loaded models in order.
-    The size the file declares is checked against `max_pixels` before any tile is decoded."""
-    first_error: VtokError | None = None
-    for tok in models:
-        try:
-            layout = read_tokens(data, tok)  # the header and tokens only: cheap, and checks the model
-        except VtokError as e:
-            first_error = first_error or e
-            continue
-        if layout.width * layout.height > max_pixels:
-            raise ImageRefused(
-                413,
-                f"the file declares {layout.width}x{layout.height}, over this server's limit of {max_pixels} pixels",
-            )
-        return _png(decompress(data, tok)), tok.name
-    assert first_error is not None  # models is never empty
-    raise first_error
+def decompress_png(
+    models: list[Tokenizer], data: bytes, max_pixels: int, lm: TokenLM | None = None
+) -> tuple[bytes, str]:
+    """.vtok bytes -> (PNG, name of the model that made it), decoded by the loaded model whose
+    weights the file names. The header, the tile counts and
+    the checksum are read first: the size the file declares is checked against `max_pixels`
+    before any token is decoded. `lm`: the server's token LM, for LM-coded files."""
+    header = peek_header(data)
+    tok = next((t for t in models if header.model_id in (t.weights_id(), t.fingerprint()[:4])), None)
+    if tok is None:
+        raise FormatError(
+            f"this file was made by another model (weights id {header.model_id.hex()}) than "
+            f"{'those' if len(models) > 1 else 'the one'} this server decodes with"
+        )
+    layout = read_file(data, tok.image_size, tok.num_tokens)
+    if layout.width * layout.height > max_pixels:
+        raise ImageRefused(
+            413, f"the file declares {layout.width}x{layout.height}, over this server's limit of {max_pixels} pixels"
+        )
+    return _png(decompress(data, tok, lm=lm)), tok.name
 
 
 @torch.inference_mode()
