@@ -205,8 +205,8 @@ def compress_image(
         "tokens": enc.num_tokens,
         "bytes": len(enc.data),
         "coding": enc.coding,
-        "psnr": enc.psnr,
-        "ssim": enc.ssim,
+        "psnr": None if enc.psnr is None else round(enc.psnr, 3),
+        "ssim": None if enc.ssim is None else round(enc.ssim, 4),
         "unmet_tiles": enc.unmet_tiles,
     }
     return enc.data, facts
