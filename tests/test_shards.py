@@ -133,6 +133,11 @@ def test_lm_train_then_generate_cli(labelled, tmp_path, tiny_model_dir, capsys):
         "12",
     ]
     assert (tmp_path / "run" / "samples" / "step_000012.png").is_file()
+    code, out, err = run_cli(["lm-train", str(config), f"model.init_from={tmp_path / 'run' / 'model'}",
+                              f"out_dir={tmp_path / 'warm'}", "optim.steps=1", "optim.lr=1e-9"], capsys)  # fmt: skip
+    assert code == 0, err
+    warm_bits = float((tmp_path / "warm" / "eval.csv").read_text().splitlines()[1].split(",")[2])
+    assert abs(warm_bits - float(rows[-1].split(",")[2])) < 0.05  # it starts where the first run ended
     lm = vtok.lm.load(tmp_path / "run" / "model")
     assert lm.classes == ["cats", "cups"] and lm.tokenizer_id == vtok.load(tiny_model_dir).weights_id().hex()
 

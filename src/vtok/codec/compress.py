@@ -25,7 +25,7 @@ from ..metrics.pixel import psnr as psnr_metric
 from ..metrics.pixel import ssim as ssim_metric
 from ..tokenizer import Tokenizer, load
 from .entropy import ANS, BITPACK, CODING_NAMES, ans_decode, ans_encode, pack_tokens, unpack_tokens
-from .format import VtokFile, peek_header, read_file, write_file
+from .format import VtokFile, peek_header, read_file, token_check, verify_tokens, write_file
 from .lm_coding import lm_decode, lm_encode
 from .options import EncodeOptions
 from .tiling import TileLayout, blend_tiles, split_tiles
@@ -369,7 +369,10 @@ def _build_file(
 ) -> bytes:
     prior_id = tok.prior.id() if code == ANS else _lm_id(lm) if code == LM_CODING else None
     payload = _payload(tok, code, tokens, counts, lm)
-    return write_file(VtokFile(code, tok.weights_id(), layout.width, layout.height, overlap, counts, payload, prior_id))
+    f = VtokFile(code, tok.weights_id(), layout.width, layout.height, overlap, counts, payload, prior_id)
+    if code == LM_CODING:
+        f.token_bytes = token_check(tokens, counts)
+    return write_file(f)
 
 
 def single_tile_file_sizes(
@@ -489,7 +492,9 @@ def _read(data: bytes, model: str | os.PathLike | Tokenizer | None, lm=None) -> 
     tok = _find_model(data, model)
     f = read_file(data, tok.image_size, tok.num_tokens)
     if f.coding == LM_CODING:
-        return tok, f, _payload_tokens(tok, f, _find_lm(f, tok, lm))
+        tokens = _payload_tokens(tok, f, _find_lm(f, tok, lm))
+        verify_tokens(f, data, tokens)
+        return tok, f, tokens
     if f.coding == ANS:
         if tok.prior is None:
             raise FormatError(

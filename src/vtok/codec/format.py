@@ -15,7 +15,18 @@ from ..errors import FormatError
 from ..images import MAX_PIXELS
 from .tiling import TileLayout
 
-__all__ = ["MAGIC", "VERSION", "FormatError", "Header", "VtokFile", "peek_header", "write_file", "read_file"]
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "FormatError",
+    "Header",
+    "VtokFile",
+    "peek_header",
+    "write_file",
+    "read_file",
+    "token_check",
+    "verify_tokens",
+]
 
 MAGIC = b"VTOK"
 VERSION = 3  # 2: weights and prior identified apart; 3: LM coding; versions 1 and 2 are still read
@@ -36,6 +47,10 @@ class VtokFile:
     payload: bytes
     prior_id: bytes | None = None  # 4 bytes: ANS files, the prior's id; LM files (v3), the LM's id (vtok.lm.lm_id)
     version: int = VERSION
+    # LM files: the file's CRC-32 covers the body and then the coded token ids (see token_check),
+    # so one checksum catches a corrupt payload and a decoder that computed other probabilities.
+    tokens_crc: int | None = None  # as read; checked once the payload is decoded
+    token_bytes: bytes = b""  # when writing: token_check(tokens, counts)
 
 
 def _varint(value: int) -> bytes:
@@ -83,8 +98,22 @@ def write_file(f: VtokFile) -> bytes:
     body += _varint(f.width) + _varint(f.height) + _varint(f.overlap)
     body += np.asarray(f.counts, dtype=np.uint8).tobytes()
     body += _varint(len(f.payload)) + f.payload
-    body += struct.pack("<I", zlib.crc32(body))
+    body += struct.pack("<I", zlib.crc32(f.token_bytes, zlib.crc32(body)) if f.coding == 2 else zlib.crc32(body))
     return bytes(body)
+
+
+def token_check(tokens: np.ndarray, counts: np.ndarray) -> bytes:
+    """What an LM file's CRC covers after its body: the kept token ids, int64 little-endian, tile by tile."""
+    keep = np.arange(tokens.shape[1])[None, :] < np.asarray(counts)[:, None]
+    return np.asarray(tokens)[keep].astype("<i8").tobytes()
+
+
+def verify_tokens(f: VtokFile, data: bytes, tokens: np.ndarray) -> None:
+    """For an LM file: the CRC over its body and the decoded tokens must match."""
+    if f.tokens_crc is not None and zlib.crc32(token_check(tokens, f.counts), zlib.crc32(data[:-4])) != f.tokens_crc:
+        raise FormatError(
+            "checksum mismatch: the file is corrupt, or this machine computes the LM's probabilities differently"
+        )
 
 
 @dataclass
@@ -116,7 +145,9 @@ def read_file(data: bytes, tile: int, num_tokens: int) -> VtokFile:
         raise FormatError("not a .vtok file (wrong magic)")
     if len(data) < 4 + 2 + 4 + 3 + 1 + 1 + 4:
         raise FormatError("file is truncated")
-    if struct.unpack("<I", data[-4:])[0] != zlib.crc32(data[:-4]):
+    stored_crc = struct.unpack("<I", data[-4:])[0]
+    lm_coded = data[5] == 2  # its CRC also covers the decoded tokens: checked after decoding (verify_tokens)
+    if not lm_coded and stored_crc != zlib.crc32(data[:-4]):
         raise FormatError("checksum mismatch: the file is corrupt or truncated")
     r = _Reader(data[:-4])
     r.take(4, "magic")
@@ -142,4 +173,6 @@ def read_file(data: bytes, tile: int, num_tokens: int) -> VtokFile:
     payload = r.take(length, "payload")
     if r.pos != len(r.data):
         raise FormatError(f"{len(r.data) - r.pos} unexpected bytes after the payload")
-    return VtokFile(coding, model_id, width, height, overlap, counts, payload, prior_id, version)
+    return VtokFile(
+        coding, model_id, width, height, overlap, counts, payload, prior_id, version, stored_crc if lm_coded else None
+    )

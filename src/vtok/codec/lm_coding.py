@@ -9,17 +9,14 @@ teacher-forced pass, whose matrix shapes, and so float rounding, differ), tiles 
 whose shapes depend only on the token counts in the header, in float64 numpy (see _Stepper), and
 the probabilities are quantized to a 1/2**20 grid with a floor, so no symbol is ever impossible
 and rounding noise between machines (about 1e-16) would have to land on a grid boundary to
-matter. Should a decoder still diverge (another platform's kernels), the payload's last 4 bytes,
-a CRC-32 of the coded tokens, turn a wrong picture into a FormatError. The file names the LM by
-a 4-byte id (lm_id).
+matter. Should a decoder still diverge (another platform's kernels), the file's CRC-32, which
+for LM files covers the decoded token ids too (format.token_check), turns a wrong picture into a
+FormatError. The file names the LM by a 4-byte id (lm_id).
 
-Payload: the range coder's 32-bit words, little-endian, then CRC-32 (little-endian) of the kept
-token ids as int64 little-endian, tile after tile.
+Payload: the range coder's 32-bit words, little-endian, without the zero bytes that end the last.
 """
 
 from __future__ import annotations
-
-import zlib
 
 import numpy as np
 
@@ -158,11 +155,6 @@ def _check(lm, counts: np.ndarray, num_tokens: int) -> None:
         raise TokenError(f"the LM predicts {lm.num_positions} positions; these tiles hold up to {num_tokens}")
 
 
-def _token_crc(tokens: np.ndarray, counts: np.ndarray) -> bytes:
-    keep = np.arange(tokens.shape[1])[None, :] < counts[:, None]
-    return zlib.crc32(tokens[keep].astype("<i8").tobytes()).to_bytes(4, "little")
-
-
 def lm_encode(tokens: np.ndarray, counts: np.ndarray, lm) -> bytes:
     """(T, K) tokens with (T,) prefix lengths -> the range-coded payload."""
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -172,24 +164,19 @@ def lm_encode(tokens: np.ndarray, counts: np.ndarray, lm) -> bytes:
         raise TokenError(f"token ids must lie in 0..{lm.codebook_size - 1}")
     encoder = _constriction().stream.queue.RangeEncoder()
     _code(lm, counts, tokens.shape[1], encoder, tokens)
-    return encoder.get_compressed().astype("<u4").tobytes() + _token_crc(tokens, counts)
+    # Zero bytes at the end of the last word are dropped and restored on decoding, as for ANS.
+    return encoder.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
 
 
 def lm_decode(payload: bytes, counts: np.ndarray, num_tokens: int, lm) -> np.ndarray:
     """The payload -> (T, num_tokens) tokens (zeros past each tile's prefix)."""
     counts = np.asarray(counts, dtype=np.int64)
     _check(lm, counts, int(counts.max()) if len(counts) else 0)
-    if len(payload) % 4 or len(payload) < 4:
-        raise TokenError(f"an LM-coded payload is whole 32-bit words and a checksum; this one has {len(payload)} bytes")
-    words = np.frombuffer(payload[:-4], dtype="<u4").astype(np.uint32)
+    padded = payload + b"\x00" * (-len(payload) % 4)
+    words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
     try:
         decoder = _constriction().stream.queue.RangeDecoder(words)
         tokens = _code(lm, counts, num_tokens, decoder, None)
     except Exception as e:  # noqa: BLE001 - constriction refuses streams that cannot be valid
         raise TokenError(f"LM-coded payload is corrupt ({e})") from e
-    if _token_crc(tokens, counts) != payload[-4:]:
-        raise TokenError(
-            "LM-coded payload decodes to other tokens than were coded (corrupt, or this platform computes "
-            "the LM's probabilities differently)"
-        )
     return tokens

@@ -185,6 +185,11 @@ class TokenLM(nn.Module):
         return self.config.num_positions
 
     @property
+    def num_tokens(self) -> int:
+        """K, the longest sequence it generates (the tokenizer's num_tokens)."""
+        return self.config.num_positions
+
+    @property
     def codebook_size(self) -> int:
         return math.prod(self.alphabets)
 
