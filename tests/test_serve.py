@@ -250,6 +250,18 @@ def test_corrupted_uploads_are_answered_never_failed(client, photo):
                 assert 400 <= response.status_code < 500 and set(response.json()) == {"error"}, response.text
 
 
+def test_a_body_slower_than_the_limit_is_refused(tok, photo):
+    import time
+
+    def trickle():
+        yield photo[:100]
+        time.sleep(0.6)
+        yield photo[100:]
+
+    with TestClient(create_app({"default": tok}, limits=Limits(body_timeout_s=0.2))) as c:
+        assert "did not arrive" in assert_error(c.post("/api/encode", content=trickle()), 408)
+
+
 @pytest.mark.parametrize(
     "body",
     [
