@@ -68,14 +68,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
         folder = trainer.fit(resume=args.resume, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
     if trainer.unreadable:
         _say(f"skipped {len(trainer.unreadable)} unreadable image file(s), e.g. {trainer.unreadable[0]}")
-    if trainer.stop_reason:
-        _say(
-            f"stopped at step {trainer.step} of {config.optim.steps} ({trainer.stop_reason}); checkpoint saved in "
-            f"{trainer.checkpoint_path}; continue with: vtok train {config.out_dir} --resume"
-        )
-        if trainer.stop_reason in ("SIGINT", "SIGTERM"):
-            raise SystemExit(130 if trainer.stop_reason == "SIGINT" else 143)
+    _report_stop(trainer, config, "vtok train")
     _say(f"trained model in {folder}")
+
+
+def _report_stop(trainer, config, command: str) -> None:
+    """A run stopped early (time limit, signal): where its checkpoint is and how to continue; a
+    signal also ends the command with the signal's conventional status."""
+    if not trainer.stop_reason:
+        return
+    _say(
+        f"stopped at step {trainer.step} of {config.optim.steps} ({trainer.stop_reason}); checkpoint saved in "
+        f"{trainer.checkpoint_path}; continue with: {command} {config.out_dir} --resume"
+    )
+    if trainer.stop_reason in ("SIGINT", "SIGTERM"):
+        raise SystemExit(130 if trainer.stop_reason == "SIGINT" else 143)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

@@ -19,9 +19,9 @@ from ..files import atomic_path
 from ..lm import create_lm
 from ..lm.pretrained import load_tokenizer_for
 from ..shards import TokenShards
-from .config import OptimSection, config_to_dict
+from .config import OptimSection, config_to_dict, loop_settings
 from .lm_task import LMTask
-from .loop import Distributed, LoopSettings, TrainLoop
+from .loop import Distributed, TrainLoop
 
 __all__ = ["LMTrainConfig", "LMTrainer"]
 log = logging.getLogger("vtok.train")
@@ -112,25 +112,9 @@ class LMTrainer:
             tokenizer=tokenizer,
             samples=c.samples,
         )
-        o = c.optim
         self.loop = TrainLoop(
             self.task,
-            LoopSettings(
-                out_dir=self.out_dir,
-                steps=o.steps,
-                lr=o.lr,
-                warmup_steps=o.warmup_steps,
-                min_lr_ratio=o.min_lr_ratio,
-                weight_decay=o.weight_decay,
-                beta1=o.beta1,
-                beta2=o.beta2,
-                grad_clip=o.grad_clip,
-                ema_decay=c.ema_decay,
-                amp=c.amp,
-                log_every=c.log_every,
-                eval_every=c.eval_every,
-                checkpoint_every=c.checkpoint_every,
-            ),
+            loop_settings(c),
             self.env,
             config_to_dict(c),
         )
