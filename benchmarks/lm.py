@@ -121,7 +121,6 @@ def main() -> None:
         decoded = vtok.read_tokens(data, tok, lm=lm)
         dec_s += time.perf_counter() - start
         exact &= np.array_equal(decoded.tokens[0], tok.encode(im)[0].numpy())
-    n_tokens = len(small) * tok.num_tokens
     results["vtok_bytes"] = {
         "photos": len(small),
         "ans_mean": float(np.mean(ans_bytes)),

@@ -160,3 +160,18 @@ def test_cli_encode_decode_with_lm(tiny_model_dir, tmp_path, photo_dirs, capsys)
     from PIL import Image
 
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(reference))
+
+
+def test_shipped_default_lm_codes_files_the_default_tokenizer_reads():
+    """The shipped pair: `vtok.lm.load("default")` learned the shipped tokenizer's tokens, and a
+    file it codes decodes with no LM named (found by its id) to the ANS file's exact tokens."""
+    lm = vlm.load("default")
+    tok = vlm.load_tokenizer_for(lm)
+    assert tok.weights_id().hex() == lm.tokenizer_id and lm.num_tokens == tok.num_tokens
+    from vtok.demo import ASSETS  # the bundled photos
+
+    photo = sorted(ASSETS.glob("*.jpg"))[0]
+    data = vtok.compress(photo, "default", lm="default", tokens=24)
+    ans = vtok.compress(photo, "default", coding="ans", tokens=24)
+    coded, reference = vtok.read_tokens(data), vtok.read_tokens(ans)
+    assert coded.coding == "lm" and all(np.array_equal(a, b) for a, b in zip(coded.tokens, reference.tokens))

@@ -133,6 +133,11 @@ def test_lm_train_then_generate_cli(labelled, tmp_path, tiny_model_dir, capsys):
         "12",
     ]
     assert (tmp_path / "run" / "samples" / "step_000012.png").is_file()
+    code, out, err = run_cli(["lm-train", str(config), f"model.init_from={tmp_path / 'run' / 'model'}",
+                              f"out_dir={tmp_path / 'warm'}", "optim.steps=1", "optim.lr=1e-9"], capsys)  # fmt: skip
+    assert code == 0, err
+    warm_bits = float((tmp_path / "warm" / "eval.csv").read_text().splitlines()[1].split(",")[2])
+    assert abs(warm_bits - float(rows[-1].split(",")[2])) < 0.05  # it starts where the first run ended
     lm = vtok.lm.load(tmp_path / "run" / "model")
     assert lm.classes == ["cats", "cups"] and lm.tokenizer_id == vtok.load(tiny_model_dir).weights_id().hex()
 
@@ -152,3 +157,16 @@ def test_lm_train_then_generate_cli(labelled, tmp_path, tiny_model_dir, capsys):
         ["generate", str(tmp_path / "run" / "model"), "--class", "dogs", "--out", str(gen)], capsys
     )
     assert code == 2 and "unknown class" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_split_the_shards(labelled, tmp_path, tiny_model_dir):
+    out = tmp_path / "shards"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vtok.cli",
+           "tokenize", str(labelled), "--out", str(out), "--model", str(tiny_model_dir), "--images-per-shard", "2"]  # fmt: skip
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert "skipped 1 unreadable" in done.stdout, done.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["file"] for s in manifest["shards"]] == [f"shard-{i:05d}.parquet" for i in range(6)]
+    shards = TokenShards(out)
+    assert sorted(shards.keys) == sorted({*shards.keys}) and len(shards) == 11

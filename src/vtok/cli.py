@@ -68,14 +68,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
         folder = trainer.fit(resume=args.resume, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
     if trainer.unreadable:
         _say(f"skipped {len(trainer.unreadable)} unreadable image file(s), e.g. {trainer.unreadable[0]}")
-    if trainer.stop_reason:
-        _say(
-            f"stopped at step {trainer.step} of {config.optim.steps} ({trainer.stop_reason}); checkpoint saved in "
-            f"{trainer.checkpoint_path}; continue with: vtok train {config.out_dir} --resume"
-        )
-        if trainer.stop_reason in ("SIGINT", "SIGTERM"):
-            raise SystemExit(130 if trainer.stop_reason == "SIGINT" else 143)
+    _report_stop(trainer, config, "vtok train")
     _say(f"trained model in {folder}")
+
+
+def _report_stop(trainer, config, command: str) -> None:
+    """A run stopped early (time limit, signal): where its checkpoint is and how to continue; a
+    signal also ends the command with the signal's conventional status."""
+    if not trainer.stop_reason:
+        return
+    _say(
+        f"stopped at step {trainer.step} of {config.optim.steps} ({trainer.stop_reason}); checkpoint saved in "
+        f"{trainer.checkpoint_path}; continue with: {command} {config.out_dir} --resume"
+    )
+    if trainer.stop_reason in ("SIGINT", "SIGTERM"):
+        raise SystemExit(130 if trainer.stop_reason == "SIGINT" else 143)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -298,6 +305,26 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     _say(f"wrote {args.out}/ ({', '.join(p.name for p in files.values())})")  # only files that exist
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from .serve import Limits, create_app, load_lm, load_models, run  # OptionalDependencyError without the extra
+    from .serve.server import is_loopback
+
+    limits = Limits(
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+        workers=args.workers,
+        queue=args.queue,
+        work_timeout_s=args.timeout,
+    )
+    models = load_models(args.model or ["default"])
+    lm = load_lm(args.lm) if args.lm else None
+    app = create_app(models, lm=lm, limits=limits, cors_origins=args.cors or ())
+    if not is_loopback(args.host):
+        _say(f"vtok: note: listening on {args.host}: anyone who can reach this machine can use the service", err=True)
+    _say(f"vtok serve: http://{args.host}:{args.port}/ (models: {', '.join(models)}{'; LM: ' + args.lm if lm else ''})")
+    run(app, args.host, args.port, limits)
+
+
 def _cmd_list(args: argparse.Namespace) -> None:
     from .registry import list_tokenizers
     from .tokenizer import shipped_models
@@ -434,6 +461,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="also report FID per k: pytorch-fid's Inception file (pt_inception-2015-12-05-*.pth)",
     )
     be.set_defaults(func=_cmd_bench)
+
+    sv = sub.add_parser("serve", help="HTTP API and a web page with a slider over the number of tokens")
+    sv.add_argument(
+        "--model", action="append", help="shipped model name or model folder; repeat for several (default: default)"
+    )
+    sv.add_argument("--lm", help="token LM (name or folder) for the generate endpoint and panel")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1, help="model jobs at once (default 1)")
+    sv.add_argument(
+        "--queue", type=int, default=32, help="requests that may wait for a worker; more get 429 (default 32)"
+    )
+    sv.add_argument("--timeout", type=float, default=60.0, help="longest model job in seconds; then 503 (default 60)")
+    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MiB (default 20)")
+    sv.add_argument("--max-pixels", type=int, default=16_000_000, help="largest image in pixels (default 16000000)")
+    sv.add_argument(
+        "--cors", action="append", metavar="ORIGIN", help="allow this origin to call the API (default: none)"
+    )
+    sv.set_defaults(func=_cmd_serve)
 
     from .cli_lm import add_commands
 

@@ -51,7 +51,7 @@ def _cmd_tokenize(args: argparse.Namespace) -> None:
 
 
 def _cmd_lm_train(args: argparse.Namespace) -> None:
-    from .cli import _say, _writing
+    from .cli import _report_stop, _say, _writing
     from .train.config import load_run_config
     from .train.lm_trainer import LMTrainConfig, LMTrainer
 
@@ -61,13 +61,7 @@ def _cmd_lm_train(args: argparse.Namespace) -> None:
     with _writing(config.out_dir):
         trainer = LMTrainer(config)
         folder = trainer.fit(resume=args.resume, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
-    if trainer.stop_reason:
-        _say(
-            f"stopped at step {trainer.step} of {config.optim.steps} ({trainer.stop_reason}); checkpoint saved in "
-            f"{trainer.checkpoint_path}; continue with: vtok lm-train {config.out_dir} --resume"
-        )
-        if trainer.stop_reason in ("SIGINT", "SIGTERM"):
-            raise SystemExit(130 if trainer.stop_reason == "SIGINT" else 143)
+    _report_stop(trainer, config, "vtok lm-train")
     _say(f"trained LM in {folder}")
 
 

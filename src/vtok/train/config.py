@@ -89,6 +89,29 @@ class TrainConfig:
     checkpoint_every: int = 100
 
 
+def loop_settings(config: Any) -> Any:
+    """The generic loop's settings from a run config (TrainConfig, LMTrainConfig: both carry these keys)."""
+    from .loop import LoopSettings
+
+    o = config.optim
+    return LoopSettings(
+        out_dir=Path(config.out_dir),
+        steps=o.steps,
+        lr=o.lr,
+        warmup_steps=o.warmup_steps,
+        min_lr_ratio=o.min_lr_ratio,
+        weight_decay=o.weight_decay,
+        beta1=o.beta1,
+        beta2=o.beta2,
+        grad_clip=o.grad_clip,
+        ema_decay=config.ema_decay,
+        amp=config.amp,
+        log_every=config.log_every,
+        eval_every=config.eval_every,
+        checkpoint_every=config.checkpoint_every,
+    )
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 

@@ -19,9 +19,9 @@ from ..files import atomic_path
 from ..lm import create_lm
 from ..lm.pretrained import load_tokenizer_for
 from ..shards import TokenShards
-from .config import OptimSection, config_to_dict
+from .config import OptimSection, config_to_dict, loop_settings
 from .lm_task import LMTask
-from .loop import Distributed, LoopSettings, TrainLoop
+from .loop import Distributed, TrainLoop
 
 __all__ = ["LMTrainConfig", "LMTrainer"]
 log = logging.getLogger("vtok.train")
@@ -31,6 +31,7 @@ log = logging.getLogger("vtok.train")
 class LMModelSection:
     name: str = "lm-small"
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # an LM folder (or shipped name) to warm-start from; strict
 
 
 @dataclass
@@ -76,6 +77,8 @@ class LMTrainer:
         self.model = create_lm(
             c.model.name, train.alphabets, train.num_tokens, num_classes=len(classes), **c.model.overrides
         ).to(self.env.device)
+        if c.model.init_from:
+            self._warm_start(c.model.init_from, train.tokenizer_id)
         self.model.tokenizer_name, self.model.tokenizer_id = train.tokenizer_name, train.tokenizer_id
         self.model.classes = list(classes)
         labels = torch.from_numpy(train.labels) if classes else torch.full((len(train),), -1, dtype=torch.long)
@@ -109,28 +112,27 @@ class LMTrainer:
             tokenizer=tokenizer,
             samples=c.samples,
         )
-        o = c.optim
         self.loop = TrainLoop(
             self.task,
-            LoopSettings(
-                out_dir=self.out_dir,
-                steps=o.steps,
-                lr=o.lr,
-                warmup_steps=o.warmup_steps,
-                min_lr_ratio=o.min_lr_ratio,
-                weight_decay=o.weight_decay,
-                beta1=o.beta1,
-                beta2=o.beta2,
-                grad_clip=o.grad_clip,
-                ema_decay=c.ema_decay,
-                amp=c.amp,
-                log_every=c.log_every,
-                eval_every=c.eval_every,
-                checkpoint_every=c.checkpoint_every,
-            ),
+            loop_settings(c),
             self.env,
             config_to_dict(c),
         )
+
+    def _warm_start(self, name_or_path: str, tokenizer_id: str) -> None:
+        from ..lm import load
+
+        source = load(name_or_path)
+        if source.tokenizer_id and source.tokenizer_id != tokenizer_id:
+            raise ConfigError(
+                f"model.init_from {name_or_path}: learned another tokenizer's tokens ({source.tokenizer_id})"
+            )
+        try:
+            self.model.load_state_dict(source.state_dict(), strict=True)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"model.init_from {name_or_path}: its weights do not fit {self.config.model.name} ({str(e)[:200]})"
+            ) from e
 
     @property
     def step(self) -> int:

@@ -21,8 +21,8 @@ from ..errors import ConfigError, ImageError
 from ..files import atomic_path
 from ..registry import create_model
 from ..tokenizer import Tokenizer
-from .config import TrainConfig, config_to_dict
-from .loop import Distributed, LoopSettings, TrainLoop
+from .config import TrainConfig, config_to_dict, loop_settings
+from .loop import Distributed, TrainLoop
 from .losses import ReconstructionLoss
 from .tokenizer_task import DataSettings, TokenizerTask, sample_prefix_lengths
 
@@ -90,25 +90,9 @@ class Trainer:
             val_images=val_images,
             out_dir=self.out_dir,
         )
-        o = c.optim
         self.loop = TrainLoop(
             self.task,
-            LoopSettings(
-                out_dir=self.out_dir,
-                steps=o.steps,
-                lr=o.lr,
-                warmup_steps=o.warmup_steps,
-                min_lr_ratio=o.min_lr_ratio,
-                weight_decay=o.weight_decay,
-                beta1=o.beta1,
-                beta2=o.beta2,
-                grad_clip=o.grad_clip,
-                ema_decay=c.ema_decay,
-                amp=c.amp,
-                log_every=c.log_every,
-                eval_every=c.eval_every,
-                checkpoint_every=c.checkpoint_every,
-            ),
+            loop_settings(c),
             self.env,
             config_to_dict(c),
         )
