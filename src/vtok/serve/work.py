@@ -20,7 +20,7 @@ from .. import EncodeOptions, Tokenizer, decompress
 from ..bench.codecs import CodecLadder, available_codecs
 from ..codec import encode_image, single_tile_file_sizes
 from ..codec.format import peek_header, read_file
-from ..errors import FormatError, ImageError, TokenError, VtokError
+from ..errors import FormatError, ImageError, LimitError, TokenError, VtokError
 from ..images import fit_square, pil_to_tensor, to_rgb
 from ..metrics.pixel import psnr, ssim
 
@@ -226,12 +226,11 @@ def decompress_png(
             f"this file was made by another model (weights id {header.model_id.hex()}) than "
             f"{'those' if len(models) > 1 else 'the one'} this server decodes with"
         )
-    layout = read_file(data, tok.image_size, tok.num_tokens)
-    if layout.width * layout.height > max_pixels:
-        raise ImageRefused(
-            413, f"the file declares {layout.width}x{layout.height}, over this server's limit of {max_pixels} pixels"
-        )
-    return _png(decompress(data, tok, lm=lm)), tok.name
+    try:  # the tiles' pixels (padding included) count too, not only width x height
+        read_file(data, tok.image_size, tok.num_tokens, max_pixels=max_pixels)
+    except LimitError as e:
+        raise ImageRefused(413, f"{e} (this server's limit)") from e
+    return _png(decompress(data, tok, lm=lm, max_pixels=max_pixels)), tok.name
 
 
 @torch.inference_mode()
