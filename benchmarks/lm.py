@@ -165,7 +165,7 @@ def main() -> None:
 
     # 3. generation speed, with and without the KV cache
     gen = {}
-    for n in (1, 16):
+    for n in (1, 16, 64):
         lm.generate(n, num_tokens=4, seed=0)
         with_cache = timed(lambda n=n: lm.generate(n, seed=0))
         without = timed(lambda n=n: lm.generate(n, seed=0, use_cache=False))

@@ -41,10 +41,35 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
 
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+def _normalize(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """LayerNorm without its affine part (folded into the next linear layer where there is one)."""
     centred = x - np.add.reduce(x, -1, keepdims=True) / x.shape[-1]
     variance = np.add.reduce(centred * centred, -1, keepdims=True) / x.shape[-1]
-    return centred / np.sqrt(variance + eps) * weight + bias
+    return centred / np.sqrt(variance + eps)
+
+
+def _numpy_weights(lm) -> dict[str, np.ndarray]:
+    """The LM's weights as float64 arrays, linear weights transposed and contiguous so each product
+    is a plain (B, in) @ (in, out); kept on the LM until one of its tensors changes (a file of one
+    tile would otherwise spend a tenth of its time converting them)."""
+    key = tuple((t.data_ptr(), t._version) for t in lm.parameters())
+    cached = getattr(lm, "_vtok_numpy_weights", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    weights = {}
+    for name, value in lm.state_dict().items():
+        array = value.detach().cpu().double().numpy()
+        if value.ndim == 2 and name.endswith("weight") and "embed" not in name:
+            array = array.T
+        weights[name] = np.ascontiguousarray(array)
+    for i in range(lm.config.depth):  # (n(x) * g + b) @ W + c = n(x) @ (g W) + (b W + c): two operations fewer
+        p = f"blocks.{i}."
+        for norm, linear in (("norm1", "attn.qkv"), ("norm2", "mlp.0")):
+            gain, shift = weights.pop(p + norm + ".weight"), weights.pop(p + norm + ".bias")
+            weights[p + linear + ".bias"] = shift @ weights[p + linear + ".weight"] + weights[p + linear + ".bias"]
+            weights[p + linear + ".weight"] = np.ascontiguousarray(gain[:, None] * weights[p + linear + ".weight"])
+    lm._vtok_numpy_weights = (key, weights)
+    return weights
 
 
 class _Stepper:
@@ -58,15 +83,7 @@ class _Stepper:
 
     def __init__(self, lm, batch: int, length: int):
         c = lm.config
-        # Linear weights transposed once, contiguous, so each product is a plain (B, in) @ (in, out).
-        w = {
-            k: np.ascontiguousarray(
-                v.detach().cpu().double().numpy().T
-                if k.endswith("weight") and v.ndim == 2 and "embed" not in k
-                else v.detach().cpu().double().numpy()
-            )
-            for k, v in lm.state_dict().items()
-        }
+        w = _numpy_weights(lm)
         self.w, self.heads, self.depth = w, c.heads, c.depth
         self.alphabets = list(lm.alphabets)
         self.offsets = lm.digit_offsets.cpu().numpy()
@@ -91,7 +108,7 @@ class _Stepper:
         hd = c // self.heads
         for i in range(self.depth):
             p = f"blocks.{i}."
-            y = _layer_norm(x, w[p + "norm1.weight"], w[p + "norm1.bias"])
+            y = _normalize(x)
             qkv = (y @ w[p + "attn.qkv.weight"] + w[p + "attn.qkv.bias"]).reshape(b, 3, self.heads, hd)
             self.keys[i, :, :, t] = qkv[:, 1]
             self.values[i, :, :, t] = qkv[:, 2]
@@ -100,11 +117,11 @@ class _Stepper:
             scores /= scores.sum(-1, keepdims=True)
             attn = np.matmul(scores[:, :, None, :], self.values[i, :, :, : t + 1])  # (B, H, 1, C/H)
             x = x + attn.reshape(b, c) @ w[p + "attn.proj.weight"] + w[p + "attn.proj.bias"]
-            y = _layer_norm(x, w[p + "norm2.weight"], w[p + "norm2.bias"])
+            y = _normalize(x)
             y = _gelu(y @ w[p + "mlp.0.weight"] + w[p + "mlp.0.bias"])
             x = x + y @ w[p + "mlp.2.weight"] + w[p + "mlp.2.bias"]
         self.t += 1
-        return _layer_norm(x, w["norm.weight"], w["norm.bias"])
+        return _normalize(x) * w["norm.weight"] + w["norm.bias"]
 
     def digit_probs(self, h: np.ndarray, digits: np.ndarray, j: int) -> np.ndarray:
         """(B, A_j) quantized probabilities of digit j given the states and the digits < j."""
