@@ -34,9 +34,10 @@ def main() -> None:
     p.add_argument("images")
     p.add_argument("--model", default="default")
     p.add_argument("--kills", type=int, default=5)
-    p.add_argument("--crops", type=int, default=2)
-    p.add_argument("--images-per-shard", type=int, default=8)
+    p.add_argument("--crops", type=int, default=8)
+    p.add_argument("--images-per-shard", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--startup", type=float, default=2.0, help="seconds before a run starts writing shards")
     args = p.parse_args()
     rng = random.Random(args.seed)
     readable = len(find_images(args.images))
@@ -49,16 +50,21 @@ def main() -> None:
         reference = TokenShards(clean)
 
         out = work / "killed"
+        total = len(list(clean.glob("shard-*.parquet")))
         for i in range(args.kills):
+            # Land each kill inside the work that is left, spread so the later kills find work too:
+            # after start-up, a random moment within this kill's share of what remains.
+            left = total - len(list(out.glob("shard-*.parquet")))
             proc = subprocess.Popen(
                 command(args.images, out, args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            delay = rng.uniform(0.5, max(1.0, seconds * 0.8))
+            share = (seconds - args.startup) * left / total * 2 / (args.kills - i + 1)
+            delay = args.startup + rng.uniform(0.2, 1.0) * max(0.2, share)
             time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             shards = len(list(out.glob("shard-*.parquet")))
-            print(f"kill {i + 1}: after {delay:.1f}s, {shards} shard(s) on disk")
+            print(f"kill {i + 1}: after {delay:.1f}s, {shards} of {total} shard(s) on disk")
         subprocess.run(command(args.images, out, args), check=False, capture_output=True)
         result = TokenShards(out)
         counts = Counter(zip(result.keys, result.views))
