@@ -40,6 +40,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from vtok.codec.format import encode_varint as varint
+
 BATCH = 200
 FULL_DECODE_TILES = 64  # files declaring at most this many tiles are always decoded to pixels
 SMALL_SIDE = 1024  # the "at most 1 s" target applies to files declaring at most 1024x1024
@@ -158,16 +160,6 @@ def fields(data: bytes, tile: int) -> Fields | None:
     spans["payload"] = (end, min(end + length, len(data)))
     spans["crc"] = (len(data) - 4, len(data))
     return Fields(spans, coding)
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def reseal(body: bytes) -> bytes:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -135,25 +136,24 @@ def image_size(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[i
     """(width, height) from an image file's header, after the checks above; ImageError otherwise.
     Nothing is decoded: this is what a caller budgets the work by, before load_image."""
     path = Path(path)
-    try:
-        with open_image(path, max_pixels) as im:
-            return im.size
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: not a readable image ({e})") from e
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
+    with _reading(path), open_image(path, max_pixels) as im:
+        return im.size
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image file as 8-bit RGB with EXIF orientation applied; ImageError otherwise
     (including a header that claims more than the file holds: see the module docstring)."""
     path = Path(path)
+    with _reading(path), open_image(path, max_pixels) as im:
+        im.load()
+        return to_rgb(im)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Pillow's and the system's errors while reading `path` -> one ImageError naming it."""
     try:
-        with open_image(path, max_pixels) as im:
-            im.load()
-            return to_rgb(im)
+        yield
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as e:

@@ -30,6 +30,7 @@ __all__ = [
     "peek_header",
     "write_file",
     "read_file",
+    "encode_varint",
     "token_check",
     "verify_tokens",
     "decode_payload",
@@ -105,7 +106,8 @@ def decode_payload(f: VtokFile, tok: Any, coder: Any = None) -> np.ndarray:
         raise FormatError(f"the payload does not decode: {e}") from e
 
 
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, least significant first, the high bit set on all but the last."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -147,9 +149,9 @@ def write_file(f: VtokFile) -> bytes:
         if f.prior_id is None or len(f.prior_id) != 4:
             raise FormatError("an ANS- or LM-coded file needs the 4-byte id of its prior or LM")
         body += f.prior_id
-    body += _varint(f.width) + _varint(f.height) + _varint(f.overlap)
+    body += encode_varint(f.width) + encode_varint(f.height) + encode_varint(f.overlap)
     body += np.asarray(f.counts, dtype=np.uint8).tobytes()
-    body += _varint(len(f.payload)) + f.payload
+    body += encode_varint(len(f.payload)) + f.payload
     covers_tokens = f.coding in CODINGS and CODINGS[f.coding].crc_covers_tokens
     body += struct.pack("<I", zlib.crc32(f.token_bytes, zlib.crc32(body)) if covers_tokens else zlib.crc32(body))
     return bytes(body)
