@@ -175,3 +175,14 @@ def test_shipped_default_lm_codes_files_the_default_tokenizer_reads():
     ans = vtok.compress(photo, "default", coding="ans", tokens=24)
     coded, reference = vtok.read_tokens(data), vtok.read_tokens(ans)
     assert coded.coding == "lm" and all(np.array_equal(a, b) for a, b in zip(coded.tokens, reference.tokens))
+
+
+def test_generate_default_cli(tmp_path, capsys):
+    from conftest import run_cli
+
+    code, out, err = run_cli(
+        ["generate", "default", "-n", "2", "--tokens", "3", "--seed", "1", "--out", tmp_path], capsys
+    )
+    assert code == 0, err
+    tokens = np.load(tmp_path / "tokens.npy")
+    assert tokens.shape == (2, 3) and torch.equal(torch.from_numpy(tokens), vlm.load("default").generate(2, 3, seed=1))
