@@ -165,3 +165,8 @@ def test_public_api_lists_lm():
     assert sorted(vlm.__all__) == sorted(set(vlm.__all__))
     for name in vlm.__all__:
         assert hasattr(vlm, name)
+
+
+def test_generate_refuses_a_cache_too_large():
+    with pytest.raises(ConfigError, match="per call"):
+        small_lm().generate(10**8)

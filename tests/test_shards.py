@@ -170,3 +170,21 @@ def test_two_processes_under_torchrun_split_the_shards(labelled, tmp_path, tiny_
     assert [s["file"] for s in manifest["shards"]] == [f"shard-{i:05d}.parquet" for i in range(6)]
     shards = TokenShards(out)
     assert sorted(shards.keys) == sorted({*shards.keys}) and len(shards) == 11
+
+
+def test_tampered_manifest_is_one_vtok_error(labelled, tmp_path, tiny_model_dir):
+    tokenize_images(labelled, tmp_path / "s", vtok.load(tiny_model_dir), ShardSettings(images_per_shard=4))
+    manifest = tmp_path / "s" / "manifest.json"
+    good = json.loads(manifest.read_text())
+    for change in (
+        {"num_tokens": 3},
+        {"labels": 5},
+        {"shards": [{"file": "../../elsewhere.parquet"}]},
+        {"tokenizer": None},
+    ):
+        manifest.write_text(json.dumps({**good, **change}))
+        with pytest.raises(vtok.VtokError):
+            TokenShards(tmp_path / "s")
+    manifest.write_text("{not json")
+    with pytest.raises(vtok.VtokError):
+        TokenShards(tmp_path / "s")

@@ -257,22 +257,27 @@ class TokenShards:
             raise VtokError(f"{manifest_path}: unreadable ({e})") from e
         if self.manifest.get("format") != FORMAT_NAME:
             raise VtokError(f"{manifest_path}: not a vtok token-shard manifest")
-        self.label_names: list[str] = list(self.manifest["labels"])
-        self.num_tokens = int(self.manifest["num_tokens"])
-        self.alphabets = list(self.manifest["alphabets"])
-        self.tokenizer_name: str = self.manifest["tokenizer"]["name"]
-        self.tokenizer_id: str = self.manifest["tokenizer"]["weights_id"]
-        tokens, labels, keys, views = [], [], [], []
-        index = {name: i for i, name in enumerate(self.label_names)}
-        for shard in self.manifest["shards"]:
-            table = _read_shard(self.folder / shard["file"], self.num_tokens)
-            tokens.append(_tokens_of(table, self.num_tokens))
-            names = table.column("label").to_pylist()
-            labels.append(np.array([index.get(x, -1) if x is not None else -1 for x in names], dtype=np.int64))
-            keys += table.column("key").to_pylist()
-            views += table.column("view").to_pylist()
-        self.tokens = np.concatenate(tokens) if tokens else np.zeros((0, self.num_tokens), dtype=np.int64)
-        self.labels = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+        try:  # a manifest is input too: a field of the wrong kind is a bad folder, not a traceback
+            self.label_names: list[str] = list(self.manifest["labels"])
+            self.num_tokens = int(self.manifest["num_tokens"])
+            self.alphabets = list(self.manifest["alphabets"])
+            self.tokenizer_name: str = self.manifest["tokenizer"]["name"]
+            self.tokenizer_id: str = self.manifest["tokenizer"]["weights_id"]
+            tokens, labels, keys, views = [], [], [], []
+            index = {name: i for i, name in enumerate(self.label_names)}
+            for shard in self.manifest["shards"]:
+                if Path(shard["file"]).name != shard["file"]:  # shards live in the folder, nowhere else
+                    raise VtokError(f"{manifest_path}: shard {shard['file']!r} is not a file name in the folder")
+                table = _read_shard(self.folder / shard["file"], self.num_tokens)
+                tokens.append(_tokens_of(table, self.num_tokens))
+                names = table.column("label").to_pylist()
+                labels.append(np.array([index.get(x, -1) if x is not None else -1 for x in names], dtype=np.int64))
+                keys += table.column("key").to_pylist()
+                views += table.column("view").to_pylist()
+            self.tokens = np.concatenate(tokens) if tokens else np.zeros((0, self.num_tokens), dtype=np.int64)
+            self.labels = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as e:
+            raise VtokError(f"{self.folder}: a shard or manifest.json does not hold what it should ({e!r:.200})") from e
         self.keys, self.views = keys, views
 
     def __len__(self) -> int:
@@ -292,6 +297,8 @@ def _read_shard(path: Path, num_tokens: int):
 
 def _tokens_of(table, num_tokens: int) -> np.ndarray:
     flat = table.column("tokens").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    if num_tokens < 1 or flat.size % num_tokens or flat.size // num_tokens != table.num_rows:
+        raise VtokError(f"a shard holds {flat.size} token ids for {table.num_rows} rows of {num_tokens}")
     return flat.astype(np.int64).reshape(-1, num_tokens)
 
 

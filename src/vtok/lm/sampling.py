@@ -17,6 +17,8 @@ from .model import TokenLM
 
 __all__ = ["generate", "filter_logits"]
 
+MAX_CACHE_BYTES = 1 << 30  # the KV cache of one call; more samples take more calls
+
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
     """(B, A) logits -> (B, A) probabilities after temperature, top-k and top-p (nucleus)."""
@@ -48,6 +50,13 @@ def _check(model: TokenLM, n: int, num_tokens: int | None, cfg: float, temperatu
         raise ConfigError(f"top_p must lie in (0, 1], got {top_p!r}")
     if not cfg >= 0 or cfg != cfg:
         raise ConfigError(f"cfg must be >= 0, got {cfg!r}")
+    c = model.config
+    cache_bytes = 2 * n * c.depth * 2 * k * c.width * 4  # keys and values, guidance's second half at most
+    if cache_bytes > MAX_CACHE_BYTES:
+        most = max(1, n * MAX_CACHE_BYTES // cache_bytes)
+        raise ConfigError(
+            f"{n} samples at once would need {cache_bytes / 2**30:.1f} GiB of cache: ask for at most {most} per call"
+        )
     return k
 
 
