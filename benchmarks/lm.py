@@ -45,11 +45,16 @@ def pooled_features(backbone, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([backbone(chunk)[-1].mean((2, 3)) for chunk in images.split(32)])
 
 
-def timed(fn, repeat: int = 1) -> float:
-    start = time.perf_counter()
+def timed(fn, repeat: int = 5) -> float:
+    """Median seconds of `repeat` calls: this machine's timings wander by 10% from run to run."""
+    import statistics
+
+    times = []
     for _ in range(repeat):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / repeat
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -167,8 +172,8 @@ def main() -> None:
     gen = {}
     for n in (1, 16, 64):
         lm.generate(n, num_tokens=4, seed=0)
-        with_cache = timed(lambda n=n: lm.generate(n, seed=0))
-        without = timed(lambda n=n: lm.generate(n, seed=0, use_cache=False))
+        with_cache = timed(lambda n=n: lm.generate(n, seed=0), repeat=3)
+        without = timed(lambda n=n: lm.generate(n, seed=0, use_cache=False), repeat=3)
         gen[f"batch_{n}"] = {
             "tokens_per_s_cache": n * tok.num_tokens / with_cache,
             "tokens_per_s_no_cache": n * tok.num_tokens / without,

@@ -38,8 +38,10 @@ def test_stepper_matches_the_torch_model(tiny):
     for t in range(tiny.num_tokens):
         h = stepper.step(tokens[:, t - 1].numpy() if t else None)
         assert np.allclose(h, expected[:, t].double().numpy(), atol=1e-5)
+        u = h
         for j in range(len(lm.alphabets)):
-            p = stepper.digit_probs(h, digits[:, t], j)
+            p = stepper.digit_probs(u, j)
+            u = stepper.add_digit(u, digits[:, t, j], j)
             q = lm.digit_logits(expected[:, t], torch.from_numpy(digits[:, t]), j).softmax(-1).detach().double().numpy()
             assert np.allclose(p, q, atol=1e-5) and np.allclose(p.sum(1), 1) and p.min() > 0
 

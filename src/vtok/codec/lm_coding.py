@@ -94,6 +94,16 @@ class _Stepper:
         self.values = np.zeros((c.depth, batch, c.heads, length, hd))
         self.scale = 1.0 / np.sqrt(hd)
         self.t = 0
+        self.head_embed = w["head_embed.weight"]
+        self.head = [
+            (
+                w[f"head_hidden.{j}.weight"],
+                w[f"head_hidden.{j}.bias"],
+                w[f"head_out.{j}.weight"],
+                w[f"head_out.{j}.bias"],
+            )
+            for j in range(len(self.alphabets))
+        ]
 
     def step(self, previous: np.ndarray | None) -> np.ndarray:
         """(B,) tokens at position t - 1 (None at t = 0) -> (B, C) states at position t."""
@@ -123,18 +133,18 @@ class _Stepper:
         self.t += 1
         return _normalize(x) * w["norm.weight"] + w["norm.bias"]
 
-    def digit_probs(self, h: np.ndarray, digits: np.ndarray, j: int) -> np.ndarray:
-        """(B, A_j) quantized probabilities of digit j given the states and the digits < j."""
-        w = self.w
-        u = h
-        if j > 0:
-            u = h + w["head_embed.weight"][digits[:, :j] + self.offsets[:j]].sum(1)
-        u = _gelu(u @ w[f"head_hidden.{j}.weight"] + w[f"head_hidden.{j}.bias"])
-        logits = u @ w[f"head_out.{j}.weight"] + w[f"head_out.{j}.bias"]
+    def digit_probs(self, u: np.ndarray, j: int) -> np.ndarray:
+        """(B, A_j) quantized probabilities of digit j. u: the states plus the head embeddings of the
+        digits < j of the same token (see add_digit)."""
+        hidden_w, hidden_b, out_w, out_b = self.head[j]
+        logits = _gelu(u @ hidden_w + hidden_b) @ out_w + out_b
         p = np.exp(logits - logits.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        counts = np.floor(p * (PRECISION - p.shape[1])) + 1.0
+        counts = np.floor(p * ((PRECISION - p.shape[1]) / p.sum(-1, keepdims=True))) + 1.0
         return counts / counts.sum(-1, keepdims=True)
+
+    def add_digit(self, u: np.ndarray, digit: np.ndarray, j: int) -> np.ndarray:
+        """u for digit j + 1, once digit j is known."""
+        return u + self.head_embed[digit + self.offsets[j]]
 
 
 def _code(lm, counts: np.ndarray, num_tokens: int, coder, tokens: np.ndarray | None) -> np.ndarray:
@@ -152,14 +162,19 @@ def _code(lm, counts: np.ndarray, num_tokens: int, coder, tokens: np.ndarray | N
         stepper = _Stepper(lm, len(rows), length)
         for t in range(length):
             active = np.nonzero(counts[rows] > t)[0]
-            h = stepper.step(chunk[:, t - 1] if t else None)
+            every = len(active) == len(rows)
+            u = stepper.step(chunk[:, t - 1] if t else None)
             digits = (chunk[:, t, None] // radix) % alphabets  # (B, D); decoding fills it digit by digit
             for j in range(len(alphabets)):
-                probs = stepper.digit_probs(h, digits, j)[active]
+                probs = stepper.digit_probs(u, j)
+                if not every:
+                    probs = probs[active]
                 if tokens is not None:
                     coder.encode(digits[active, j].astype(np.int32), family, probs)
                 else:
                     digits[active, j] = coder.decode(family, probs)
+                if j + 1 < len(alphabets):
+                    u = stepper.add_digit(u, digits[:, j], j)
             if tokens is None:
                 chunk[active, t] = (digits[active] * radix).sum(1)
         out[rows, :length] = chunk

@@ -22,7 +22,9 @@ MAX_CACHE_BYTES = 1 << 30  # the KV cache of one call; more samples take more ca
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
     """(B, A) logits -> (B, A) probabilities after temperature, top-k and top-p (nucleus)."""
-    logits = logits.float() / temperature
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -105,7 +107,7 @@ def generate(
                     logits = null + cfg * (cond - null)
                 probs = filter_logits(logits[:n], temperature, top_k, top_p)
                 digit = torch.multinomial(probs, 1, generator=generator)[:, 0]
-                chosen[:, j] = digit.repeat(rows // n)
+                chosen[:, j] = digit.repeat(rows // n) if guided else digit
             tokens[:, t] = model.to_tokens(chosen)
             if on_token is not None:
                 on_token(t, tokens[:n, : t + 1])
