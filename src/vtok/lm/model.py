@@ -269,7 +269,16 @@ class TokenLM(nn.Module):
         u = h
         if j > 0:
             u = h + self.head_embed(chosen[..., :j] + self.digit_offsets[:j]).sum(-2)
+        return self.head_logits(u, j)
+
+    def head_logits(self, u: torch.Tensor, j: int) -> torch.Tensor:
+        """Logits of digit j from u = states + head embeddings of the digits < j (see add_digit)."""
         return self.head_out[j](F.gelu(self.head_hidden[j](u), approximate="tanh"))
+
+    def add_digit(self, u: torch.Tensor, digit: torch.Tensor, j: int) -> torch.Tensor:
+        """u for digit j + 1 once digit j is chosen: one embedding instead of re-summing all of them
+        (what sampling does, one digit at a time)."""
+        return u + self.head_embed(digit + self.digit_offsets[j])
 
     def forward(self, tokens: torch.Tensor, classes: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Teacher-forced logits of every digit of every token.

@@ -100,14 +100,17 @@ def generate(
             else:
                 h = model.hidden(model.embed_inputs(tokens[:, : t + 1], classes))[:, t]  # (rows, C)
             chosen = torch.zeros(rows, len(model.alphabets), dtype=torch.long, device=device)
+            u = h
             for j in range(len(model.alphabets)):
-                logits = model.digit_logits(h, chosen, j)
+                logits = model.head_logits(u, j)
                 if guided:
                     cond, null = logits[:n], logits[n:]
                     logits = null + cfg * (cond - null)
                 probs = filter_logits(logits[:n], temperature, top_k, top_p)
                 digit = torch.multinomial(probs, 1, generator=generator)[:, 0]
                 chosen[:, j] = digit.repeat(rows // n) if guided else digit
+                if j + 1 < len(model.alphabets):
+                    u = model.add_digit(u, chosen[:, j], j)
             tokens[:, t] = model.to_tokens(chosen)
             if on_token is not None:
                 on_token(t, tokens[:n, : t + 1])
