@@ -246,12 +246,17 @@ def _token_file_bytes(tokens, fmt: str) -> bytes:
     """JSON (tokens per tile and the layout) or .npy ((T, max k) int64, -1 past each tile's count)."""
     if fmt == "json":
         return (json.dumps(tokens.to_dict()) + "\n").encode()
+    return _npy_bytes(tokens.padded(-1))
+
+
+def _npy_bytes(array) -> bytes:
+    """A .npy file in memory (to be written atomically), never pickled."""
     import io
 
     import numpy as np
 
     buffer = io.BytesIO()
-    np.save(buffer, tokens.padded(-1), allow_pickle=False)
+    np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
 
 

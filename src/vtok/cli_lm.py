@@ -70,7 +70,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from .cli import _say, _writing
+    from .cli import _npy_bytes, _say, _writing
     from .images import tensor_to_pil
     from .lm import load, load_tokenizer_for
     from .lm.sheets import progressive_sheet, sample_sheet
@@ -101,16 +101,6 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         write_atomic(out / "tokens.npy", _npy_bytes(tokens.numpy().astype(np.int64)))
         write_atomic(out / "tokens.json", json.dumps({"lm": lm.name, "tokens": tokens.tolist()}).encode())
     _say(f"wrote {len(tokens)} samples of {tokens.shape[1]} tokens to {out} (sheet.png, progressive.png, tokens.npy)")
-
-
-def _npy_bytes(array) -> bytes:
-    import io
-
-    import numpy as np
-
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 def add_commands(sub) -> None:

@@ -244,19 +244,9 @@ class TokenShards:
     ``tokenizer_id``)."""
 
     def __init__(self, folder: str | os.PathLike):
-        _, pq = _pyarrow()
         self.folder = Path(folder)
         manifest_path = self.folder / MANIFEST
-        if not manifest_path.is_file():
-            raise VtokError(
-                f"{self.folder}: no {MANIFEST} (not a shard folder, or its `vtok tokenize` has not finished)"
-            )
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as e:
-            raise VtokError(f"{manifest_path}: unreadable ({e})") from e
-        if self.manifest.get("format") != FORMAT_NAME:
-            raise VtokError(f"{manifest_path}: not a vtok token-shard manifest")
+        self.manifest = _read_manifest(self.folder)
         try:  # a manifest is input too: a field of the wrong kind is a bad folder, not a traceback
             self.label_names: list[str] = list(self.manifest["labels"])
             self.num_tokens = int(self.manifest["num_tokens"])
@@ -284,6 +274,19 @@ class TokenShards:
         return len(self.tokens)
 
 
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise VtokError(f"{folder}: no {MANIFEST} (not a shard folder, or its `vtok tokenize` has not finished)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise VtokError(f"{path}: unreadable ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise VtokError(f"{path}: not a vtok token-shard manifest")
+    return manifest
+
+
 def _read_shard(path: Path, num_tokens: int):
     _, pq = _pyarrow()
     try:
@@ -307,11 +310,8 @@ class TokenShardStream(torch.utils.data.IterableDataset):
     order per epoch, holding one shard in memory; worker processes split the shards."""
 
     def __init__(self, folder: str | os.PathLike, seed: int = 0, epoch: int = 0):
-        manifest_path = Path(folder) / MANIFEST
-        if not manifest_path.is_file():
-            raise VtokError(f"{folder}: no {MANIFEST} (not a finished shard folder)")
         self.folder = Path(folder)
-        self.manifest = json.loads(manifest_path.read_text())
+        self.manifest = _read_manifest(self.folder)
         self.seed, self.epoch = seed, epoch
         self.num_tokens = int(self.manifest["num_tokens"])
         self.label_index = {name: i for i, name in enumerate(self.manifest["labels"])}

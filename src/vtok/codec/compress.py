@@ -82,6 +82,11 @@ class Encoded:
 
 
 @functools.lru_cache(maxsize=4)
+def _stamp(folder: Path, names: tuple[str, ...]) -> tuple[float, ...]:
+    """Modification times of a model folder's files: part of the cache key, so a changed file reloads."""
+    return tuple((folder / name).stat().st_mtime if (folder / name).is_file() else 0.0 for name in names)
+
+
 def _load_cached(name: str, stamp: tuple[float, ...]) -> Tokenizer:
     return load(name)
 
@@ -89,13 +94,8 @@ def _load_cached(name: str, stamp: tuple[float, ...]) -> Tokenizer:
 def _tokenizer(model: str | os.PathLike | Tokenizer) -> Tokenizer:
     if isinstance(model, Tokenizer):
         return model
-    folder = Path(model)
     # A folder's files may change (a refitted prior): their modification times are part of the key.
-    stamp = tuple(
-        (folder / name).stat().st_mtime if (folder / name).is_file() else 0.0
-        for name in ("config.json", "model.safetensors", "prior.safetensors")
-    )
-    return _load_cached(str(model), stamp)
+    return _load_cached(str(model), _stamp(Path(model), ("config.json", "model.safetensors", "prior.safetensors")))
 
 
 def _as_array(image, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -214,11 +214,7 @@ def _token_lm(lm):
 
     if isinstance(lm, TokenLM):
         return lm
-    folder = Path(lm)
-    stamp = tuple(
-        (folder / n).stat().st_mtime if (folder / n).is_file() else 0.0 for n in ("config.json", "model.safetensors")
-    )
-    return _load_lm_cached(str(lm), stamp)
+    return _load_lm_cached(str(lm), _stamp(Path(lm), ("config.json", "model.safetensors")))
 
 
 def _lm_id(lm) -> bytes:
@@ -230,15 +226,6 @@ def _lm_id(lm) -> bytes:
         cached = lm_id(lm)
         lm._vtok_lm_id = cached
     return cached
-
-
-def _check_lm_fits(tok: Tokenizer, lm) -> None:
-    if lm.tokenizer_id and lm.tokenizer_id != tok.weights_id().hex():
-        raise ConfigError(
-            f"LM {lm.name!r} learned the tokens of tokenizer {lm.tokenizer_id}, not of {tok.name} ({tok.weights_id().hex()})"
-        )
-    if list(tok.model.quantizer.symbol_alphabets()) != lm.alphabets or lm.num_positions < tok.num_tokens:
-        raise ConfigError(f"LM {lm.name!r} does not fit tokenizer {tok.name} (codebook or length differ)")
 
 
 def _payload(tok: Tokenizer, coding: int, tokens: np.ndarray, counts: np.ndarray, lm=None) -> bytes:
@@ -283,7 +270,11 @@ def encode_image(
         if lm is None:
             raise ConfigError("coding 'lm' needs a token LM: pass lm=... (CLI: --lm LM)")
         lm = _token_lm(lm)
-        _check_lm_fits(tok, lm)
+        from ..lm.pretrained import tokenizer_mismatch
+
+        problem = tokenizer_mismatch(lm, tok)
+        if problem:
+            raise ConfigError(problem)
     elif lm is not None:
         raise ConfigError(f"an LM was given but coding is {coding!r}: leave coding out, or set it to 'lm'")
     if coding == "ans" and tok.prior is None:

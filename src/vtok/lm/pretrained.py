@@ -145,11 +145,20 @@ def load_tokenizer_for(model: TokenLM, tokenizer: Any = None):
             raise ConfigError(f"LM {model.name!r} does not name its tokenizer: give one (--model)")
         tokenizer = model.tokenizer_name
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
+    problem = tokenizer_mismatch(model, tok)
+    if problem:
+        raise ModelLoadError(problem)
+    return tok
+
+
+def tokenizer_mismatch(model: TokenLM, tok) -> str | None:
+    """Why `model` cannot stand for `tok`'s token sequences (another tokenizer's weights, another
+    codebook or length), or None: one rule for decoding samples and for coding files."""
     if model.tokenizer_id and tok.weights_id().hex() != model.tokenizer_id:
-        raise ModelLoadError(
+        return (
             f"LM {model.name!r} was trained on the tokens of tokenizer {model.tokenizer_id}, "
             f"not of {tok.name} ({tok.weights_id().hex()})"
         )
-    if list(tok.model.quantizer.symbol_alphabets()) != model.alphabets or tok.num_tokens < model.num_positions:
-        raise ModelLoadError(f"LM {model.name!r} does not fit tokenizer {tok.name} (codebook or length differ)")
-    return tok
+    if list(tok.model.quantizer.symbol_alphabets()) != model.alphabets or tok.num_tokens != model.num_positions:
+        return f"LM {model.name!r} does not fit tokenizer {tok.name} (codebook or length differ)"
+    return None

@@ -113,12 +113,17 @@ class LMTask:
             from ..lm.sheets import sample_sheet
 
             class_ids = list(range(ema.config.num_classes))[: self.samples]
-            tokens = []
-            for i in range(self.samples):
-                cls = class_ids[i % len(class_ids)] if class_ids else None
-                tokens.append(ema.generate(1, class_label=cls, seed=i, cfg=1.5 if cls is not None else 1.0))
-            captions = [ema.classes[c] if c < len(ema.classes) else "" for c in class_ids] if class_ids else None
-            sheet = sample_sheet(self.tokenizer, torch.cat(tokens), captions=captions and captions * self.samples)
+            captions = None
+            if class_ids:  # the first classes, in turn, each class in one batch (guided)
+                per_class = [len(range(c, self.samples, len(class_ids))) for c in range(len(class_ids))]
+                tokens = torch.cat(
+                    [ema.generate(k, class_label=c, seed=c, cfg=1.5) for c, k in zip(class_ids, per_class)]
+                )
+                names = [ema.classes[c] if c < len(ema.classes) else str(c) for c in class_ids]
+                captions = [name for name, k in zip(names, per_class) for _ in range(k)]
+            else:
+                tokens = ema.generate(self.samples, seed=0)
+            sheet = sample_sheet(self.tokenizer, tokens, captions=captions)
             save_image_atomic(sheet, self.out_dir / "samples" / f"step_{step:06d}.png")
         save_pretrained(ema, self.out_dir / "model")
         return row
