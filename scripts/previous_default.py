@@ -1,9 +1,12 @@
-"""Write the previous default weights (what configs/default.yaml warm-starts from) into a folder.
+"""Write an earlier shipped `default` model (what a stage of the recipe warm-starts from) into a folder.
 
-    python scripts/previous_default.py data/default-v0
+    python scripts/previous_default.py data/default-v0                 # before the real-photo recipe
+    python scripts/previous_default.py data/default-v1 --version v1    # the 2-CPU real-photo model
 
-They are the `default` model vtok shipped before the real-photo recipe (commit 1b7d40c): read
-from this repository's git history, so this needs a git checkout.
+v0 is the `default` vtok shipped before the real-photo recipe (commit 1b7d40c), what
+configs/default.yaml warm-starts from; v1 is what configs/default.yaml and
+configs/default-finetune.yaml made (commit 2871a5b), what configs/default-decoder.yaml
+warm-starts from. Read from this repository's git history, so this needs a git checkout.
 """
 
 from __future__ import annotations
@@ -13,27 +16,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-COMMIT = "1b7d40c"
+VERSIONS = {"v0": "1b7d40c", "v1": "2871a5b"}
 FILES = ("config.json", "model.safetensors", "prior.safetensors")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
+    ap.add_argument("--version", choices=sorted(VERSIONS), default="v0")
     args = ap.parse_args()
+    commit = VERSIONS[args.version]
     root = Path(__file__).resolve().parents[1]
     args.out.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         try:
             data = subprocess.run(
-                ["git", "-C", str(root), "show", f"{COMMIT}:src/vtok/weights/default/{name}"],
+                ["git", "-C", str(root), "show", f"{commit}:src/vtok/weights/default/{name}"],
                 check=True,
                 capture_output=True,
             ).stdout
         except (OSError, subprocess.CalledProcessError) as e:
-            sys.exit(f"previous_default: cannot read {name} from git commit {COMMIT} ({e}); a git checkout is needed")
+            sys.exit(f"previous_default: cannot read {name} from git commit {commit} ({e}); a git checkout is needed")
         (args.out / name).write_bytes(data)
-    print(f"wrote the previous default model to {args.out}")
+    print(f"wrote the {args.version} default model (commit {commit}) to {args.out}")
 
 
 if __name__ == "__main__":

@@ -146,3 +146,28 @@ def test_torchrun_two_cpu_processes(photo_dirs, tmp_path):
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert int(rows[-1]["step"]) == 12
     assert float(rows[-1]["images_per_s"]) > 0
+
+
+def test_decoder_only_training_keeps_every_token(photo_dirs, tmp_path):
+    first = Trainer(_cfg(photo_dirs, tmp_path / "a", "optim.steps=3", "optim.batch_size=4")).fit()
+    cfg = _cfg(
+        photo_dirs,
+        tmp_path / "b",
+        "optim.steps=12",
+        "optim.batch_size=4",
+        "optim.lr=3e-3",
+        f"model.init_from={first}",
+        "model.trainable=decoder",
+    )
+    second = Trainer(cfg).fit()
+    before, after = vtok.load(first), vtok.load(second)
+    images = torch.rand(6, 3, 32, 32)
+    assert torch.equal(before.encode(images), after.encode(images))
+    old, new = before.model.state_dict(), after.model.state_dict()
+    moved = {name for name in old if not torch.equal(old[name], new[name])}
+    assert moved and not any(name.split(".")[0] in after.model.encoder_parts for name in moved)
+    assert any(name.startswith("decoder.") for name in moved)
+    with pytest.raises(vtok.ConfigError, match="init_from"):
+        Trainer(_cfg(photo_dirs, tmp_path / "c", "model.trainable=decoder"))
+    with pytest.raises(vtok.ConfigError, match="trainable"):
+        Trainer(_cfg(photo_dirs, tmp_path / "d", "model.trainable=encoder"))

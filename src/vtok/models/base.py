@@ -122,6 +122,9 @@ class TokenizerModel(nn.Module):
     image_size: int
     num_tokens: int
     quantizer: Quantizer
+    # The submodules and parameters that turn pixels into tokens (the quantizer besides).
+    encoder_parts: tuple[str, ...] = ()
+    encoder_frozen: bool = False
 
     def _setup_trunk(self, c: ConvTrunkConfig) -> None:
         """Set config, image_size, grid (the feature grid's side) and quantizer from `c`, once `c`
@@ -131,6 +134,24 @@ class TokenizerModel(nn.Module):
         self.image_size = c.image_size
         self.grid = c.grid
         self.quantizer = build_quantizer(dict(c.quantizer))
+
+    def freeze_encoder(self) -> None:
+        """Train the decoder alone: the encoder and quantizer keep their weights and a VQ codebook
+        its entries, so every image keeps exactly its tokens, and priors, token LMs and shards made
+        for them stay valid."""
+        self.encoder_frozen = True
+        for name in (*self.encoder_parts, "quantizer"):
+            getattr(self, name).requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.encoder_frozen:  # a frozen VQ must not move its codebook in training mode
+            for name in (*self.encoder_parts, "quantizer"):
+                part = getattr(self, name)
+                if isinstance(part, nn.Module):
+                    part.eval()
+        return self
 
     @property
     def codebook_size(self) -> int:
@@ -160,7 +181,8 @@ class TokenizerModel(nn.Module):
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> ModelOutput:
         """Training pass: encode, quantize, decode keeping the first keep[b] tokens of image b."""
-        q = self.encode(x)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            q = self.encode(x)
         if keep is None:
             keep = torch.full((x.shape[0],), self.num_tokens, dtype=torch.long, device=x.device)
         recon = self.decode_codes(q.codes, keep)

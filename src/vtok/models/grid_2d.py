@@ -33,6 +33,7 @@ class Grid2DConfig(ConvTrunkConfig):
 
 class Grid2DTokenizer(TokenizerModel):
     architecture = "grid2d"
+    encoder_parts = ("stem", "to_code")
 
     def __init__(self, config: Grid2DConfig):
         super().__init__()

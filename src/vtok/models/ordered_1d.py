@@ -57,6 +57,17 @@ class Ordered1DConfig(ConvTrunkConfig):
 
 class Ordered1DTokenizer(TokenizerModel):
     architecture = "ordered1d"
+    encoder_parts = (
+        "stem",
+        "grid_to_tokens",
+        "grid_embed",
+        "grid_pos",
+        "latent_embed",
+        "latent_pos",
+        "encoder",
+        "to_code",
+        "shortcut_to_code",
+    )
 
     def __init__(self, config: Ordered1DConfig):
         super().__init__()

@@ -29,6 +29,9 @@ class ModelSection:
     name: str = "ordered1d-small"
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a tokenizer folder (or shipped name) to warm-start from; strict
+    # "all", or "decoder": the encoder and quantizer stay as init_from left them, so every image
+    # keeps its tokens (and the token prior and token LMs made for them stay valid)
+    trainable: str = "all"
 
 
 @dataclass

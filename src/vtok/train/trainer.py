@@ -44,6 +44,12 @@ class Trainer:
         self.model = create_model(c.model.name, **c.model.overrides).to(self.env.device)
         if c.model.init_from:
             self._warm_start(c.model.init_from)
+        if c.model.trainable not in ("all", "decoder"):
+            raise ConfigError(f"model.trainable must be 'all' or 'decoder', got {c.model.trainable!r}")
+        if c.model.trainable == "decoder":
+            if not c.model.init_from:
+                raise ConfigError("model.trainable: decoder needs model.init_from (an encoder to keep)")
+            self.model.freeze_encoder()
 
         files, bad_train = scan_images(c.data.train_dir)
         if not files:
