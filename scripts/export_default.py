@@ -1,10 +1,16 @@
 """Turn a finished training run into the shipped `default` model, with its prior and figures.
 
     python scripts/export_default.py runs/default
+    python scripts/export_default.py runs/default-decoder --keep-tokens
 
 Copies the run's EMA tokenizer into src/vtok/weights/default (renamed `default`), fits the
 token prior for entropy coding on data/photos/train, plots the run's PSNR-vs-time curve and
 renders the demo sheet into docs/images/. The benchmarks in benchmarks/ then measure it.
+
+With --keep-tokens (a run that trained the decoder alone: model.trainable=decoder) the shipped
+model's encoder and quantizer must be the run's, bit for bit; every image then keeps its tokens,
+so the shipped token prior is kept as it is and the shipped default token LM, whose training
+data those tokens were, is re-stamped with the new weights id instead of being retrained.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 import vtok
+import vtok.lm as vlm
 from vtok.codec import fit_prior
 from vtok.demo import run_demo
 
@@ -26,11 +35,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--train-dir", default="data/photos/train")
+    ap.add_argument("--keep-tokens", action="store_true", help="keep the prior and the LM of a decoder-only run")
     args = ap.parse_args()
     tok = vtok.load(args.run / "model")
     tok.name = "default"
-    fit_prior(tok, args.train_dir, crops_per_image=16)
     target = ROOT / "src" / "vtok" / "weights" / "default"
+    if args.keep_tokens:
+        shipped = vtok.load(target)
+        changed = _encoder_changes(shipped, tok)
+        if changed:
+            sys.exit(f"export_default: --keep-tokens, but the run changed the encoder ({', '.join(changed[:3])})")
+        tok.prior = shipped.prior
+    else:
+        fit_prior(tok, args.train_dir, crops_per_image=16)
     if target.exists():
         shutil.rmtree(target)
     tok.save_pretrained(target)
@@ -47,6 +64,22 @@ def main() -> None:
     )
     run_demo(model=vtok.load(target), out=images / "demo.png")
     print(f"wrote {images / 'demo.png'}")
+    if args.keep_tokens:
+        lm = vlm.load("default")
+        lm.tokenizer_id = vtok.load(target).weights_id().hex()
+        vlm.save_pretrained(lm, ROOT / "src" / "vtok" / "lm_weights" / "default")
+        print(f"the default token LM now names tokenizer {lm.tokenizer_id} (same tokens)")
+    else:
+        print("the default token LM learned the old tokens: retrain it (configs/lm-default*.yaml)")
+
+
+def _encoder_changes(old: vtok.Tokenizer, new: vtok.Tokenizer) -> list[str]:
+    """Names of the encoder's and quantizer's tensors (and config) that differ between the two models."""
+    if old.model.config.quantizer != new.model.config.quantizer:
+        return ["quantizer config"]
+    parts = (*new.model.encoder_parts, "quantizer")
+    a, b = old.model.state_dict(), new.model.state_dict()
+    return [k for k in b if k.split(".")[0] in parts and not (k in a and torch.equal(a[k], b[k]))]
 
 
 if __name__ == "__main__":

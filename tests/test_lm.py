@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,12 +82,13 @@ def test_generate_contract():
 
 
 def test_filter_logits():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert torch.allclose(filter_logits(logits, 1.0, None, None), torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert torch.allclose(filter_logits(logits, 1.0, 2, None), torch.tensor([[0.625, 0.375, 0, 0]]))
+    logits = np.log([[0.5, 0.3, 0.15, 0.05]])
+    assert np.allclose(filter_logits(logits, 1.0, None, None), [[0.5, 0.3, 0.15, 0.05]])
+    assert np.allclose(filter_logits(logits, 1.0, 2, None), [[0.625, 0.375, 0, 0]])
     top_p = filter_logits(logits, 1.0, None, 0.7)  # 0.5 + 0.3 reach 0.7: the rest goes
-    assert torch.allclose(top_p, torch.tensor([[0.625, 0.375, 0, 0]]))
+    assert np.allclose(top_p, [[0.625, 0.375, 0, 0]])
     assert filter_logits(logits, 1.0, None, 0.01)[0, 0] == 1.0  # the likeliest always stays
+    assert np.allclose(filter_logits(logits, 0.5, None, None), np.array([[25, 9, 2.25, 0.25]]) / 36.5)
 
 
 def test_log_prob_checks_tokens():

@@ -11,8 +11,9 @@ import torch
 
 import vtok
 import vtok.lm as vlm
-from vtok.codec.lm_coding import CHUNK, _Stepper, lm_decode, lm_encode
+from vtok.codec.lm_coding import CHUNK, _digit_probs, lm_decode, lm_encode
 from vtok.errors import ConfigError, FormatError, TokenError
+from vtok.lm.stepper import NumpyStepper, TorchStepper
 
 
 def lm_for(tok: vtok.Tokenizer, seed: int = 0, trained: bool = True) -> vlm.TokenLM:
@@ -32,15 +33,22 @@ def lm_for(tok: vtok.Tokenizer, seed: int = 0, trained: bool = True) -> vlm.Toke
 def test_stepper_matches_the_torch_model(tiny):
     lm = lm_for(tiny)
     tokens = torch.randint(0, tiny.codebook_size, (3, tiny.num_tokens))
-    stepper = _Stepper(lm, 3, tiny.num_tokens)
+    classes = np.full(3, lm.null_class)
+    stepper = NumpyStepper(lm, classes, tiny.num_tokens)
+    reference = TorchStepper(lm, classes, tiny.num_tokens)
     expected = lm.hidden(lm.embed_inputs(tokens, lm.check_classes(None, 3))).detach()
     digits = lm.to_digits(tokens).numpy()
     for t in range(tiny.num_tokens):
         h = stepper.step(tokens[:, t - 1].numpy() if t else None)
         assert np.allclose(h, expected[:, t].double().numpy(), atol=1e-5)
+        assert np.allclose(stepper.recompute(tokens[:, :t].numpy()), h, atol=1e-9)  # without the cache
+        torch_h = reference.step(tokens[:, t - 1].numpy() if t else None)
+        assert np.allclose(torch_h.double().numpy(), h, atol=1e-5)
+        assert np.allclose(reference.recompute(tokens[:, :t].numpy()).double().numpy(), h, atol=1e-5)
+        assert np.allclose(reference.head_logits(torch_h, 0), stepper.head_logits(h, 0), atol=1e-5)
         u = h
         for j in range(len(lm.alphabets)):
-            p = stepper.digit_probs(u, j)
+            p = _digit_probs(stepper, u, j)
             u = stepper.add_digit(u, digits[:, t, j], j)
             q = lm.digit_logits(expected[:, t], torch.from_numpy(digits[:, t]), j).softmax(-1).detach().double().numpy()
             assert np.allclose(p, q, atol=1e-5) and np.allclose(p.sum(1), 1) and p.min() > 0

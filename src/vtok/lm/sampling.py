@@ -10,32 +10,44 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
 from .model import TokenLM
+from .stepper import make_stepper
 
 __all__ = ["generate", "filter_logits"]
 
 MAX_CACHE_BYTES = 1 << 30  # the KV cache of one call; more samples take more calls
 
 
-def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:
     """(B, A) logits -> (B, A) probabilities after temperature, top-k and top-p (nucleus)."""
-    logits = logits.float()
+    logits = np.asarray(logits, dtype=np.float64)
     if temperature != 1.0:
         logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = logits.softmax(-1)
+        kth = np.sort(logits, -1)[:, -top_k][:, None]
+        logits = np.where(logits < kth, -np.inf, logits)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
     if top_p is not None and top_p < 1.0:
-        sorted_p, order = probs.sort(-1, descending=True)
-        before = sorted_p.cumsum(-1) - sorted_p  # mass of the more likely symbols
-        sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)  # the most likely one always stays
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-        probs = probs / probs.sum(-1, keepdim=True)
+        order = np.argsort(-probs, -1, kind="stable")
+        sorted_p = np.take_along_axis(probs, order, -1)
+        before = np.cumsum(sorted_p, -1) - sorted_p  # mass of the more likely symbols
+        sorted_p = np.where(before >= top_p, 0.0, sorted_p)  # the most likely one always stays
+        probs = np.zeros_like(probs)
+        np.put_along_axis(probs, order, sorted_p, -1)
+        probs /= probs.sum(-1, keepdims=True)
     return probs
+
+
+def _draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(B, A) probabilities -> (B,) one symbol per row, by inverting the cumulative distribution."""
+    cdf = np.cumsum(probs, -1)
+    u = rng.random(len(probs))[:, None] * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(-1), probs.shape[1] - 1)
 
 
 def _check(model: TokenLM, n: int, num_tokens: int | None, cfg: float, temperature: float, top_k, top_p) -> int:
@@ -53,7 +65,7 @@ def _check(model: TokenLM, n: int, num_tokens: int | None, cfg: float, temperatu
     if not cfg >= 0 or cfg != cfg:
         raise ConfigError(f"cfg must be >= 0, got {cfg!r}")
     c = model.config
-    cache_bytes = 2 * n * c.depth * 2 * k * c.width * 4  # keys and values, guidance's second half at most
+    cache_bytes = 2 * n * c.depth * 2 * k * c.width * 8  # float64 keys and values, guidance's second half at most
     if cache_bytes > MAX_CACHE_BYTES:
         most = max(1, n * MAX_CACHE_BYTES // cache_bytes)
         raise ConfigError(
@@ -81,39 +93,34 @@ def generate(
     whole prefix at every step (for measuring what the cache saves). `on_token(t, tokens)` is
     called after each position with the (n, t + 1) tokens so far."""
     k = _check(model, n, num_tokens, cfg, temperature, top_k, top_p)
-    device = model.pos_embed.device
     was = model.training
     model.eval()
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,))))
-    classes = model.check_classes(None if class_id is None else torch.full((n,), int(class_id)), n)
+    rng = np.random.default_rng(int(seed) if seed is not None else None)
+    classes = model.check_classes(None if class_id is None else torch.full((n,), int(class_id)), n).cpu().numpy()
     guided = class_id is not None and cfg != 1.0 and class_id != model.null_class
     if guided:
-        classes = torch.cat([classes, torch.full_like(classes, model.null_class)])
-    rows = classes.shape[0]
-    tokens = torch.zeros(rows, k, dtype=torch.long, device=device)
-    cache = model.new_cache(rows, k) if use_cache else None
+        classes = np.concatenate([classes, np.full_like(classes, model.null_class)])
+    rows = len(classes)
+    radix = model.radix.cpu().numpy()
+    tokens = np.zeros((rows, k), dtype=np.int64)
+    stepper = make_stepper(model, classes, k)
     try:
         for t in range(k):
-            if cache is not None:
-                h = model.hidden(model.step_input(tokens[:, t - 1] if t else None, classes, t), cache)[:, 0]
-            else:
-                h = model.hidden(model.embed_inputs(tokens[:, : t + 1], classes))[:, t]  # (rows, C)
-            chosen = torch.zeros(rows, len(model.alphabets), dtype=torch.long, device=device)
+            h = stepper.step(tokens[:, t - 1] if t else None) if use_cache else stepper.recompute(tokens[:, :t])
+            chosen = np.zeros((rows, len(model.alphabets)), dtype=np.int64)
             u = h
             for j in range(len(model.alphabets)):
-                logits = model.head_logits(u, j)
+                logits = stepper.head_logits(u, j)  # (rows, A)
                 if guided:
                     cond, null = logits[:n], logits[n:]
                     logits = null + cfg * (cond - null)
-                probs = filter_logits(logits[:n], temperature, top_k, top_p)
-                digit = torch.multinomial(probs, 1, generator=generator)[:, 0]
-                chosen[:, j] = digit.repeat(rows // n) if guided else digit
+                digit = _draw(filter_logits(logits[:n], temperature, top_k, top_p), rng)
+                chosen[:, j] = np.tile(digit, rows // n)
                 if j + 1 < len(model.alphabets):
-                    u = model.add_digit(u, chosen[:, j], j)
-            tokens[:, t] = model.to_tokens(chosen)
+                    u = stepper.add_digit(u, chosen[:, j], j)
+            tokens[:, t] = chosen @ radix
             if on_token is not None:
-                on_token(t, tokens[:n, : t + 1])
+                on_token(t, torch.from_numpy(tokens[:n, : t + 1]))
     finally:
         model.train(was)
-    return tokens[:n]
+    return torch.from_numpy(tokens[:n]).to(model.pos_embed.device)
