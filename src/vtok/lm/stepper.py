@@ -72,7 +72,7 @@ def numpy_weights(lm: TokenLM) -> dict[str, np.ndarray]:
             gain, shift = weights.pop(p + norm + ".weight"), weights.pop(p + norm + ".bias")
             weights[p + linear + ".bias"] = shift @ weights[p + linear + ".weight"] + weights[p + linear + ".bias"]
             weights[p + linear + ".weight"] = np.ascontiguousarray(gain[:, None] * weights[p + linear + ".weight"])
-    setattr(lm, "_vtok_numpy_weights", (key, weights))  # a plain attribute: not in the state_dict
+    lm.__dict__["_vtok_numpy_weights"] = (key, weights)  # a plain attribute: not in the state_dict
     return weights
 
 
