@@ -172,3 +172,14 @@ def test_public_api_lists_lm():
 def test_generate_refuses_a_cache_too_large():
     with pytest.raises(ConfigError, match="per call"):
         small_lm().generate(10**8)
+
+
+def test_numpy_and_torch_sampling_agree(monkeypatch):
+    """Few rows sample through float64 numpy, many through torch: the same draws either way."""
+    import vtok.lm.stepper as stepper
+
+    model = small_lm((8, 5), positions=6, classes=2)
+    small = model.generate(9, seed=5, class_label=1, cfg=1.5)  # 18 rows with guidance: torch
+    monkeypatch.setattr(stepper, "NUMPY_MAX_ROWS", 64)
+    assert torch.equal(small, model.generate(9, seed=5, class_label=1, cfg=1.5))
+    assert torch.equal(model.generate(9, seed=5, use_cache=False), model.generate(9, seed=5))

@@ -196,8 +196,11 @@ class TorchStepper:
         return self.lm.add_digit(u, torch.as_tensor(digit, device=self.device), j)
 
 
+NUMPY_MAX_ROWS = 8  # measured (benchmarks/lm.py): past this numpy's float64 work costs more than torch's overhead
+
+
 def make_stepper(lm: TokenLM, classes: np.ndarray, length: int) -> Stepper:
-    """numpy on the CPU (a small LM's step is overhead-bound there), torch on an accelerator."""
-    if lm.pos_embed.device.type == "cpu":
+    """numpy for a few rows on the CPU (there a small LM's step is overhead-bound), else torch."""
+    if lm.pos_embed.device.type == "cpu" and len(classes) <= NUMPY_MAX_ROWS:
         return NumpyStepper(lm, classes, length)
     return TorchStepper(lm, classes, length)
