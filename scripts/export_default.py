@@ -7,6 +7,11 @@ Copies the run's EMA tokenizer into src/vtok/weights/default (renamed `default`)
 token prior for entropy coding on data/photos/train, plots the run's PSNR-vs-time curve and
 renders the demo sheet into docs/images/. The benchmarks in benchmarks/ then measure it.
 
+With --interpolate FOLDER --alpha A the exported weights are (1 - A) * FOLDER's + A * the run's,
+tensor by tensor, tensors equal in both copied as they are: WiSE-FT (Wortsman et al., "Robust
+fine-tuning of zero-shot models", CVPR 2022, https://arxiv.org/abs/2109.01903), here to trade a
+fine-tune's sharpness against the PSNR of the weights it started from with one number.
+
 With --keep-tokens (a run that trained the decoder alone: model.trainable=decoder) the shipped
 model's encoder and quantizer must be the run's, bit for bit; every image then keeps its tokens,
 so the shipped token prior is kept as it is and the shipped default token LM, whose training
@@ -16,7 +21,6 @@ data those tokens were, is re-stamped with the new weights id instead of being r
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +40,15 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--train-dir", default="data/photos/train")
     ap.add_argument("--keep-tokens", action="store_true", help="keep the prior and the LM of a decoder-only run")
+    ap.add_argument("--interpolate", type=Path, help="a model folder to interpolate the run's weights with")
+    ap.add_argument("--alpha", type=float, default=1.0, help="the run's share with --interpolate (0..1)")
     args = ap.parse_args()
     tok = vtok.load(args.run / "model")
     tok.name = "default"
+    if args.interpolate:
+        if not 0.0 <= args.alpha <= 1.0:
+            sys.exit(f"export_default: --alpha must lie in 0..1, got {args.alpha}")
+        _interpolate(tok, vtok.load(args.interpolate), args.alpha)
     target = ROOT / "src" / "vtok" / "weights" / "default"
     if args.keep_tokens:
         shipped = vtok.load(target)
@@ -48,9 +58,7 @@ def main() -> None:
         tok.prior = shipped.prior
     else:
         fit_prior(tok, args.train_dir, crops_per_image=16)
-    if target.exists():
-        shutil.rmtree(target)
-    tok.save_pretrained(target)
+    tok.save_pretrained(target)  # atomic; the model card beside the weights is kept
     print(f"exported {args.run / 'model'} -> {target}")
     images = ROOT / "docs" / "images"
     subprocess.run(
@@ -71,6 +79,16 @@ def main() -> None:
         print(f"the default token LM now names tokenizer {lm.tokenizer_id} (same tokens)")
     else:
         print("the default token LM learned the old tokens: retrain it (configs/lm-default*.yaml)")
+
+
+def _interpolate(tok: vtok.Tokenizer, start: vtok.Tokenizer, alpha: float) -> None:
+    """tok's weights become (1 - alpha) * start's + alpha * tok's; tensors equal in both stay bit for bit."""
+    ours, theirs = tok.model.state_dict(), start.model.state_dict()
+    mixed = {
+        k: v if torch.equal(v, theirs[k]) or not v.is_floating_point() else (1 - alpha) * theirs[k] + alpha * v
+        for k, v in ours.items()
+    }
+    tok.model.load_state_dict(mixed, strict=True)
 
 
 def _encoder_changes(old: vtok.Tokenizer, new: vtok.Tokenizer) -> list[str]:
