@@ -43,11 +43,11 @@ def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top
     return probs
 
 
-def _draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(B, A) probabilities -> (B,) one symbol per row, by inverting the cumulative distribution."""
+def _draw(probs: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """(B, A) probabilities and (B,) uniforms in [0, 1) -> (B,) one symbol per row, by inverting
+    the cumulative distribution."""
     cdf = np.cumsum(probs, -1)
-    u = rng.random(len(probs))[:, None] * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(-1), probs.shape[1] - 1)
+    return np.minimum((cdf <= uniform[:, None] * cdf[:, -1:]).sum(-1), probs.shape[1] - 1)
 
 
 def _check(model: TokenLM, n: int, num_tokens: int | None, cfg: float, temperature: float, top_k, top_p) -> int:
@@ -108,14 +108,15 @@ def generate(
         for t in range(k):
             h = stepper.step(tokens[:, t - 1] if t else None) if use_cache else stepper.recompute(tokens[:, :t])
             chosen = np.zeros((rows, len(model.alphabets)), dtype=np.int64)
+            uniforms = rng.random((len(model.alphabets), n))  # one per digit and sample
             u = h
             for j in range(len(model.alphabets)):
                 logits = stepper.head_logits(u, j)  # (rows, A)
                 if guided:
                     cond, null = logits[:n], logits[n:]
                     logits = null + cfg * (cond - null)
-                digit = _draw(filter_logits(logits[:n], temperature, top_k, top_p), rng)
-                chosen[:, j] = np.tile(digit, rows // n)
+                digit = _draw(filter_logits(logits[:n], temperature, top_k, top_p), uniforms[j])
+                chosen[:, j] = np.tile(digit, 2) if guided else digit
                 if j + 1 < len(model.alphabets):
                     u = stepper.add_digit(u, chosen[:, j], j)
             tokens[:, t] = chosen @ radix
