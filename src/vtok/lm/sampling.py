@@ -43,11 +43,11 @@ def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top
     return probs
 
 
-def _draw(probs: np.ndarray, uniform: np.ndarray) -> np.ndarray:
-    """(B, A) probabilities and (B,) uniforms in [0, 1) -> (B,) one symbol per row, by inverting
-    the cumulative distribution."""
-    cdf = np.cumsum(probs, -1)
-    return np.minimum((cdf <= uniform[:, None] * cdf[:, -1:]).sum(-1), probs.shape[1] - 1)
+def _draw(weights: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """(B, A) probabilities, or any weights proportional to them, and (B,) uniforms in [0, 1) ->
+    (B,) one symbol per row, by inverting the cumulative distribution."""
+    cdf = np.cumsum(weights, -1)
+    return np.minimum((cdf <= uniform[:, None] * cdf[:, -1:]).sum(-1), weights.shape[1] - 1)
 
 
 def _check(model: TokenLM, n: int, num_tokens: int | None, cfg: float, temperature: float, top_k, top_p) -> int:
@@ -104,6 +104,7 @@ def generate(
     radix = model.radix.cpu().numpy()
     tokens = np.zeros((rows, k), dtype=np.int64)
     stepper = make_stepper(model, classes, k)
+    plain = temperature == 1.0 and top_k is None and top_p is None
     try:
         for t in range(k):
             h = stepper.step(tokens[:, t - 1] if t else None) if use_cache else stepper.recompute(tokens[:, :t])
@@ -115,7 +116,12 @@ def generate(
                 if guided:
                     cond, null = logits[:n], logits[n:]
                     logits = null + cfg * (cond - null)
-                digit = _draw(filter_logits(logits[:n], temperature, top_k, top_p), uniforms[j])
+                logits = logits[:n]
+                if plain:  # _draw normalises: exp(logits - max) is enough
+                    weights = np.exp(logits - logits.max(-1, keepdims=True))
+                else:
+                    weights = filter_logits(logits, temperature, top_k, top_p)
+                digit = _draw(weights, uniforms[j])
                 chosen[:, j] = np.tile(digit, 2) if guided else digit
                 if j + 1 < len(model.alphabets):
                     u = stepper.add_digit(u, chosen[:, j], j)
