@@ -176,7 +176,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--folder", default="data/photos/heldout")
-    ap.add_argument("--large", default="/usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg")
+    bridge = "usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg"  # lomiri-wallpapers-16.04
+    unpacked = Path("data/debs/lomiri-wallpapers-16.04") / bridge  # where gather_photos.py unpacks it
+    ap.add_argument("--large", default=str(unpacked if unpacked.is_file() else Path("/") / bridge))
     ap.add_argument("--json", default="benchmarks/results/codec.json")
     ap.add_argument("--limit", type=int, default=84)
     args = ap.parse_args()
