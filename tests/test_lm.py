@@ -183,3 +183,11 @@ def test_numpy_and_torch_sampling_agree(monkeypatch):
     monkeypatch.setattr(stepper, "NUMPY_MAX_ROWS", 64)
     assert torch.equal(small, model.generate(9, seed=5, class_label=1, cfg=1.5))
     assert torch.equal(model.generate(9, seed=5, use_cache=False), model.generate(9, seed=5))
+
+
+def test_unseeded_sampling_follows_torch_manual_seed():
+    model = small_lm((8, 5), positions=4)
+    torch.manual_seed(11)
+    a = model.generate(3)
+    torch.manual_seed(11)
+    assert torch.equal(a, model.generate(3))

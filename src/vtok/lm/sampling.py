@@ -95,7 +95,8 @@ def generate(
     k = _check(model, n, num_tokens, cfg, temperature, top_k, top_p)
     was = model.training
     model.eval()
-    rng = np.random.default_rng(int(seed) if seed is not None else None)
+    # no seed: one drawn from torch's generator, so torch.manual_seed still makes runs repeatable
+    rng = np.random.default_rng(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,))))
     classes = model.check_classes(None if class_id is None else torch.full((n,), int(class_id)), n).cpu().numpy()
     guided = class_id is not None and cfg != 1.0 and class_id != model.null_class
     if guided:
