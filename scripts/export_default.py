@@ -60,6 +60,13 @@ def main() -> None:
         fit_prior(tok, args.train_dir, crops_per_image=16)
     tok.save_pretrained(target)  # atomic; the model card beside the weights is kept
     print(f"exported {args.run / 'model'} -> {target}")
+    if args.keep_tokens:  # at once: the shipped tokenizer and LM must never name different weights
+        lm = vlm.load("default")
+        lm.tokenizer_id = vtok.load(target).weights_id().hex()
+        vlm.save_pretrained(lm, ROOT / "src" / "vtok" / "lm_weights" / "default")
+        print(f"the default token LM now names tokenizer {lm.tokenizer_id} (same tokens)")
+    else:
+        print("the default token LM learned the old tokens: retrain it (configs/lm-default*.yaml)")
     images = ROOT / "docs" / "images"
     subprocess.run(
         [
@@ -72,13 +79,6 @@ def main() -> None:
     )
     run_demo(model=vtok.load(target), out=images / "demo.png")
     print(f"wrote {images / 'demo.png'}")
-    if args.keep_tokens:
-        lm = vlm.load("default")
-        lm.tokenizer_id = vtok.load(target).weights_id().hex()
-        vlm.save_pretrained(lm, ROOT / "src" / "vtok" / "lm_weights" / "default")
-        print(f"the default token LM now names tokenizer {lm.tokenizer_id} (same tokens)")
-    else:
-        print("the default token LM learned the old tokens: retrain it (configs/lm-default*.yaml)")
 
 
 def _interpolate(tok: vtok.Tokenizer, start: vtok.Tokenizer, alpha: float) -> None:
@@ -97,7 +97,12 @@ def _encoder_changes(old: vtok.Tokenizer, new: vtok.Tokenizer) -> list[str]:
         return ["quantizer config"]
     parts = (*new.model.encoder_parts, "quantizer")
     a, b = old.model.state_dict(), new.model.state_dict()
-    return [k for k in b if k.split(".")[0] in parts and not (k in a and torch.equal(a[k], b[k]))]
+    changed = [k for k in b if k.split(".")[0] in parts and not (k in a and torch.equal(a[k], b[k]))]
+    # settings that change encoding without changing a tensor (heads, the norm) show in the tokens
+    images = torch.rand(8, 3, old.image_size, old.image_size, generator=torch.Generator().manual_seed(0))
+    if not changed and not torch.equal(old.encode(images), new.encode(images)):
+        changed = ["the tokens of random images"]
+    return changed
 
 
 if __name__ == "__main__":

@@ -36,7 +36,10 @@ def main() -> None:
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    deadline = time.monotonic() + 30
     while not server.started:
+        if time.monotonic() > deadline:
+            raise SystemExit("screenshot_generate: the server did not start within 30 s")
         time.sleep(0.05)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     try:

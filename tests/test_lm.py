@@ -72,7 +72,7 @@ def test_generate_contract():
     assert not torch.equal(out, model.generate(5, num_tokens=4, seed=1))
     greedy = [model.generate(3, top_k=1, seed=s, class_label="dog") for s in range(3)]
     assert all(torch.equal(greedy[0], g) for g in greedy) and torch.equal(greedy[0][0], greedy[0][1])
-    for bad in ({"num_tokens": 7}, {"num_tokens": 0}, {"temperature": 0}, {"top_p": 1.5}, {"top_k": 0}):
+    for bad in ({"num_tokens": 7}, {"num_tokens": 0}, {"temperature": 0}, {"top_p": 1.5}, {"top_k": 0}, {"seed": -1}):
         with pytest.raises(ConfigError):
             model.generate(1, **bad)
     with pytest.raises(ConfigError, match="unknown class"):

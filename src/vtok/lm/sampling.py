@@ -28,7 +28,7 @@ def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top
     if temperature != 1.0:
         logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = np.sort(logits, -1)[:, -top_k][:, None]
+        kth = -np.partition(-logits, top_k - 1, axis=-1)[:, top_k - 1 : top_k]  # the k-th largest
         logits = np.where(logits < kth, -np.inf, logits)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
@@ -50,7 +50,7 @@ def _draw(weights: np.ndarray, uniform: np.ndarray) -> np.ndarray:
     return np.minimum((cdf <= uniform[:, None] * cdf[:, -1:]).sum(-1), weights.shape[1] - 1)
 
 
-def _check(model: TokenLM, n: int, num_tokens: int | None, cfg: float, temperature: float, top_k, top_p) -> int:
+def _check(model: TokenLM, n: int, num_tokens: int | None, cfg: float, temperature: float, top_k, top_p, seed) -> int:
     k = model.num_positions if num_tokens is None else num_tokens
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"the number of samples must be a whole number >= 1, got {n!r}")
@@ -64,8 +64,11 @@ def _check(model: TokenLM, n: int, num_tokens: int | None, cfg: float, temperatu
         raise ConfigError(f"top_p must lie in (0, 1], got {top_p!r}")
     if not cfg >= 0 or cfg != cfg:
         raise ConfigError(f"cfg must be >= 0, got {cfg!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise ConfigError(f"seed must be a whole number in 0..2**63-1, got {seed!r}")
     c = model.config
-    cache_bytes = 2 * n * c.depth * 2 * k * c.width * 8  # float64 keys and values, guidance's second half at most
+    # keys and values, guidance's second half at most: float32 in torch (float64 numpy takes <= 8 rows)
+    cache_bytes = 2 * n * c.depth * 2 * k * c.width * 4
     if cache_bytes > MAX_CACHE_BYTES:
         most = max(1, n * MAX_CACHE_BYTES // cache_bytes)
         raise ConfigError(
@@ -92,11 +95,11 @@ def generate(
     with a class, cfg != 1 also runs the null class and guides. `use_cache=False` recomputes the
     whole prefix at every step (for measuring what the cache saves). `on_token(t, tokens)` is
     called after each position with the (n, t + 1) tokens so far."""
-    k = _check(model, n, num_tokens, cfg, temperature, top_k, top_p)
+    k = _check(model, n, num_tokens, cfg, temperature, top_k, top_p, seed)
     was = model.training
     model.eval()
     # no seed: one drawn from torch's generator, so torch.manual_seed still makes runs repeatable
-    rng = np.random.default_rng(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,))))
+    rng = np.random.default_rng(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
     classes = model.check_classes(None if class_id is None else torch.full((n,), int(class_id)), n).cpu().numpy()
     guided = class_id is not None and cfg != 1.0 and class_id != model.null_class
     if guided:

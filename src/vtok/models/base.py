@@ -137,8 +137,8 @@ class TokenizerModel(nn.Module):
 
     def freeze_encoder(self) -> None:
         """Train the decoder alone: the encoder and quantizer keep their weights and a VQ codebook
-        its entries, so every image keeps exactly its tokens, and priors, token LMs and shards made
-        for them stay valid."""
+        its entries, so every image keeps exactly its tokens (a token prior or LM made for them
+        still fits)."""
         self.encoder_frozen = True
         for name in (*self.encoder_parts, "quantizer"):
             getattr(self, name).requires_grad_(False)
