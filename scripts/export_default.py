@@ -95,8 +95,8 @@ def _encoder_changes(old: vtok.Tokenizer, new: vtok.Tokenizer) -> list[str]:
     """Names of the encoder's and quantizer's tensors (and config) that differ between the two models."""
     if old.model.config.quantizer != new.model.config.quantizer:
         return ["quantizer config"]
-    parts = (*new.model.encoder_parts, "quantizer")
     a, b = old.model.state_dict(), new.model.state_dict()
+    parts = new.model.token_parts
     changed = [k for k in b if k.split(".")[0] in parts and not (k in a and torch.equal(a[k], b[k]))]
     # settings that change encoding without changing a tensor (heads, the norm) show in the tokens
     images = torch.rand(8, 3, old.image_size, old.image_size, generator=torch.Generator().manual_seed(0))
@@ -106,4 +106,7 @@ def _encoder_changes(old: vtok.Tokenizer, new: vtok.Tokenizer) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except vtok.VtokError as e:  # a run or model folder that is missing or broken: one line
+        sys.exit(f"export_default: {e}")

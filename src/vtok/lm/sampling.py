@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from .model import TokenLM
-from .stepper import make_stepper
+from .stepper import make_stepper, softmax
 
 __all__ = ["generate", "filter_logits"]
 
@@ -30,8 +30,7 @@ def filter_logits(logits: np.ndarray, temperature: float, top_k: int | None, top
     if top_k is not None and top_k < logits.shape[-1]:
         kth = -np.partition(-logits, top_k - 1, axis=-1)[:, top_k - 1 : top_k]  # the k-th largest
         logits = np.where(logits < kth, -np.inf, logits)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
+    probs = softmax(logits)
     if top_p is not None and top_p < 1.0:
         order = np.argsort(-probs, -1, kind="stable")
         sorted_p = np.take_along_axis(probs, order, -1)

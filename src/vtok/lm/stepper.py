@@ -25,7 +25,7 @@ import torch
 
 from .model import TokenLM
 
-__all__ = ["Stepper", "NumpyStepper", "TorchStepper", "make_stepper"]
+__all__ = ["Stepper", "NumpyStepper", "TorchStepper", "make_stepper", "softmax"]
 
 
 class Stepper(Protocol):
@@ -50,6 +50,19 @@ def _normalize(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     centred = x - np.add.reduce(x, -1, keepdims=True) / x.shape[-1]
     variance = np.add.reduce(centred * centred, -1, keepdims=True) / x.shape[-1]
     return centred / np.sqrt(variance + eps)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
+    x = np.exp(x - x.max(-1, keepdims=True))
+    x /= x.sum(-1, keepdims=True)
+    return x
+
+
+def _mlp_residual(x: np.ndarray, w: dict[str, np.ndarray], p: str) -> np.ndarray:
+    """x plus block `p`'s MLP of it (its LayerNorm folded into the first linear layer)."""
+    x = x + _gelu(_normalize(x) @ w[p + "mlp.0.weight"] + w[p + "mlp.0.bias"]) @ w[p + "mlp.2.weight"]
+    return x + w[p + "mlp.2.bias"]
 
 
 def numpy_weights(lm: TokenLM) -> dict[str, np.ndarray]:
@@ -121,12 +134,9 @@ class NumpyStepper:
             self.keys[i, :, :, t] = qkv[:, 1]
             self.values[i, :, :, t] = qkv[:, 2]
             scores = np.matmul(self.keys[i, :, :, : t + 1], qkv[:, 0, :, :, None])[..., 0] * self.scale  # (B, H, t+1)
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
-            scores /= scores.sum(-1, keepdims=True)
-            attn = np.matmul(scores[:, :, None, :], self.values[i, :, :, : t + 1])  # (B, H, 1, C/H)
+            attn = np.matmul(softmax(scores)[:, :, None, :], self.values[i, :, :, : t + 1])  # (B, H, 1, C/H)
             x = x + attn.reshape(b, c) @ w[p + "attn.proj.weight"] + w[p + "attn.proj.bias"]
-            x = x + _gelu(_normalize(x) @ w[p + "mlp.0.weight"] + w[p + "mlp.0.bias"]) @ w[p + "mlp.2.weight"]
-            x = x + w[p + "mlp.2.bias"]
+            x = _mlp_residual(x, w, p)
         self.t += 1
         return _normalize(x) * w["norm.weight"] + w["norm.bias"]
 
@@ -145,12 +155,9 @@ class NumpyStepper:
             qkv = (_normalize(x) @ w[p + "attn.qkv.weight"] + w[p + "attn.qkv.bias"]).reshape(b, n, 3, self.heads, hd)
             q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # 3x (B, H, T+1, C/H)
             scores = np.matmul(q, k.transpose(0, 1, 3, 2)) * self.scale + future
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
-            scores /= scores.sum(-1, keepdims=True)
-            attn = np.matmul(scores, v).transpose(0, 2, 1, 3).reshape(b, n, c)
+            attn = np.matmul(softmax(scores), v).transpose(0, 2, 1, 3).reshape(b, n, c)
             x = x + attn @ w[p + "attn.proj.weight"] + w[p + "attn.proj.bias"]
-            x = x + _gelu(_normalize(x) @ w[p + "mlp.0.weight"] + w[p + "mlp.0.bias"]) @ w[p + "mlp.2.weight"]
-            x = x + w[p + "mlp.2.bias"]
+            x = _mlp_residual(x, w, p)
         return _normalize(x[:, -1]) * w["norm.weight"] + w["norm.bias"]
 
     def head_logits(self, u: np.ndarray, j: int) -> np.ndarray:

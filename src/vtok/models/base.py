@@ -135,20 +135,24 @@ class TokenizerModel(nn.Module):
         self.grid = c.grid
         self.quantizer = build_quantizer(dict(c.quantizer))
 
+    @property
+    def token_parts(self) -> tuple[str, ...]:
+        """Names of the submodules and parameters that decide an image's tokens."""
+        return (*self.encoder_parts, "quantizer")
+
     def freeze_encoder(self) -> None:
         """Train the decoder alone: the encoder and quantizer keep their weights and a VQ codebook
         its entries, so every image keeps exactly its tokens (a token prior or LM made for them
         still fits)."""
         self.encoder_frozen = True
-        for name in (*self.encoder_parts, "quantizer"):
+        for name in self.token_parts:
             getattr(self, name).requires_grad_(False)
         self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
         if self.encoder_frozen:  # a frozen VQ must not move its codebook in training mode
-            for name in (*self.encoder_parts, "quantizer"):
-                part = getattr(self, name)
+            for part in (getattr(self, name) for name in self.token_parts):
                 if isinstance(part, nn.Module):
                     part.eval()
         return self
