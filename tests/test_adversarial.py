@@ -106,3 +106,21 @@ def test_flat_colour_share_replaces_that_share_of_crops(photo_dirs):
     assert all(none[i].flatten(1).std(dim=1).max() > 0.01 for i in range(8))
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     assert torch.equal(synthetic_flat(16, g1), synthetic_flat(16, g2))
+
+
+def test_flat_extremes_put_colours_on_the_cube_faces():
+    from vtok.data import synthetic_flat
+
+    def share_on_faces(extremes: float) -> float:
+        """The share of the flat images' channels that lie exactly at 0 or 1."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.stack([synthetic_flat(8, g, extremes) for _ in range(400)])  # (N, 3, S, S)
+        assert 0 <= x.min() and x.max() <= 1
+        flat = x.flatten(2).std(dim=2).max(dim=1).values == 0  # (N,)
+        assert 100 < flat.sum() < 300  # gradients too
+        colours = x[flat][:, :, 0, 0]  # (F, 3)
+        return ((colours == 0) | (colours == 1)).float().mean().item()
+
+    assert share_on_faces(0.0) == 0.0
+    assert 0.4 < share_on_faces(0.5) < 0.6
+    assert share_on_faces(1.0) == 1.0

@@ -171,3 +171,12 @@ def test_decoder_only_training_keeps_every_token(photo_dirs, tmp_path):
         Trainer(_cfg(photo_dirs, tmp_path / "c", "model.trainable=decoder"))
     with pytest.raises(vtok.ConfigError, match="trainable"):
         Trainer(_cfg(photo_dirs, tmp_path / "d", "model.trainable=encoder"))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    """A misspelt key in a recipe would only show when someone runs it, maybe on a lent GPU."""
+    from vtok.train.lm_trainer import LMTrainConfig
+
+    config = load_config(path, schema=LMTrainConfig if path.name.startswith("lm-") else vtok.train.TrainConfig)
+    assert config.out_dir.startswith("runs/")

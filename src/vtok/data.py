@@ -72,6 +72,7 @@ class RandomCropDataset(torch.utils.data.Dataset):
         cache_size: int = 256,
         flat_fraction: float = 0.0,
         weights: torch.Tensor | None = None,
+        flat_extremes: float = 0.0,
     ):
         if not files:
             raise ImageError("no readable training images")
@@ -84,7 +85,7 @@ class RandomCropDataset(torch.utils.data.Dataset):
         self.max_side = max(max_side, image_size)
         self.hflip = hflip
         self.color_jitter = color_jitter
-        self.flat_fraction = flat_fraction
+        self.flat_fraction, self.flat_extremes = flat_fraction, flat_extremes
         self.cache_size = cache_size
         self._cache: OrderedDict[Path, Image.Image] = OrderedDict()
         self.failed: set[Path] = set()
@@ -113,7 +114,7 @@ class RandomCropDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
         if self.flat_fraction > 0 and float(torch.rand(1, generator=g)) < self.flat_fraction:
-            return synthetic_flat(self.image_size, g)
+            return synthetic_flat(self.image_size, g, self.flat_extremes)
         for _ in range(100):
             path = self.files[_draw_file(len(self.files), self.weights, g)]
             if path in self.failed:
@@ -188,10 +189,11 @@ class InMemoryCropSampler:
         weights: torch.Tensor | None = None,
         progress: bool = False,
         flat_fraction: float = 0.0,
+        flat_extremes: float = 0.0,
     ):
         self.image_size, self.seed, self.device = image_size, seed, device
         self.min_scale, self.hflip, self.color_jitter = min_scale, hflip, color_jitter
-        self.flat_fraction = flat_fraction
+        self.flat_fraction, self.flat_extremes = flat_fraction, flat_extremes
         self.images: list[torch.Tensor] = []  # (3, H, W) uint8 each
         self.failed: list[Path] = []
         kept_weights = []
@@ -220,7 +222,7 @@ class InMemoryCropSampler:
         out = []
         for i in picks:
             if self.flat_fraction > 0 and float(torch.rand(1, generator=g)) < self.flat_fraction:
-                out.append(synthetic_flat(self.image_size, g).to(self.device))
+                out.append(synthetic_flat(self.image_size, g, self.flat_extremes).to(self.device))
                 continue
             im = self.images[i]
             left, top, side, flip = _crop_box(im.shape[2], im.shape[1], self.min_scale, self.image_size, g)
@@ -232,12 +234,20 @@ class InMemoryCropSampler:
         return torch.stack(out)  # (B, 3, S, S) in [0, 1]
 
 
-def synthetic_flat(size: int, g: torch.Generator) -> torch.Tensor:
+def synthetic_flat(size: int, g: torch.Generator, extremes: float = 0.0) -> torch.Tensor:
     """A flat colour or a linear gradient between two colours, uniform over the RGB cube: (3, S, S).
 
     Photos seldom hold large flat areas of saturated colour, so a tokenizer trained on photos
-    alone returns them shifted; a few of these per batch teach it the whole cube."""
+    alone returns them shifted; a few of these per batch teach it the whole cube. With
+    `extremes` > 0 each channel of each colour is pinned to 0 or 1 with that probability: a
+    uniform draw almost never lands on the cube's faces, where the worst shifts are (pure
+    magenta, green, blue)."""
     a, b = torch.rand(3, generator=g), torch.rand(3, generator=g)
+    if extremes > 0:
+        for colour in (a, b):
+            pinned = torch.rand(3, generator=g) < extremes
+            ends = (torch.rand(3, generator=g) < 0.5).float()
+            colour[pinned] = ends[pinned]
     if float(torch.rand(1, generator=g)) < 0.5:
         return a[:, None, None].expand(3, size, size).clone()
     angle = float(torch.rand(1, generator=g)) * 2 * torch.pi

@@ -46,6 +46,7 @@ class DataSection:
     workers: int = 0
     source_balance: float = 0.5  # a source (first sub-folder) is drawn ~ count**balance: 1 = per photo, 0 = per source
     flat_fraction: float = 0.0  # share of training images replaced by flat colours / gradients (colour fidelity)
+    flat_extremes: float = 0.0  # chance each channel of those colours is pinned to 0 or 1 (the cube's faces)
     in_memory: bool = False  # decode every image once and cut crops on the training device (for GPUs)
 
 

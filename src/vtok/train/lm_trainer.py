@@ -32,6 +32,9 @@ class LMModelSection:
     name: str = "lm-small"
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # an LM folder (or shipped name) to warm-start from; strict
+    # warm-start from an LM of other tokens too: after a fine-tune of the same tokenizer most
+    # tokens of an image stay or move to near codes, and its LM is a better start than noise
+    init_from_other_tokenizer: bool = False
 
 
 @dataclass
@@ -123,9 +126,10 @@ class LMTrainer:
         from ..lm import load
 
         source = load(name_or_path)
-        if source.tokenizer_id and source.tokenizer_id != tokenizer_id:
+        if source.tokenizer_id and source.tokenizer_id != tokenizer_id and not self.config.model.init_from_other_tokenizer:
             raise ConfigError(
-                f"model.init_from {name_or_path}: learned another tokenizer's tokens ({source.tokenizer_id})"
+                f"model.init_from {name_or_path}: learned another tokenizer's tokens ({source.tokenizer_id}); "
+                "set model.init_from_other_tokenizer: true to start from it anyway"
             )
         try:
             self.model.load_state_dict(source.state_dict(), strict=True)

@@ -54,6 +54,7 @@ class DataSettings:
     workers: int = 0
     in_memory: bool = False
     flat_fraction: float = 0.0
+    flat_extremes: float = 0.0
 
 
 class TokenizerTask:
@@ -108,6 +109,7 @@ class TokenizerTask:
                 weights=d.weights,
                 progress=env.is_main,
                 flat_fraction=d.flat_fraction,
+                flat_extremes=d.flat_extremes,
             )
             self.failed.update(sampler.failed)
             for step in range(start_step, d.steps):
@@ -124,6 +126,7 @@ class TokenizerTask:
             color_jitter=d.color_jitter,
             weights=d.weights,
             flat_fraction=d.flat_fraction,
+            flat_extremes=d.flat_extremes,
         )
         steps = StepBatchSampler(start_step, d.steps, d.batch_size, env.rank, env.world_size)
         loader = torch.utils.data.DataLoader(

@@ -37,6 +37,9 @@ class Trainer:
             raise ConfigError("data.train_dir is not set: give the folder of training images")
         if c.optim.steps < 1 or c.optim.batch_size < 1:
             raise ConfigError("optim.steps and optim.batch_size must be >= 1")
+        for name in ("flat_fraction", "flat_extremes"):
+            if not 0.0 <= getattr(c.data, name) <= 1.0:
+                raise ConfigError(f"data.{name} must lie in 0..1, got {getattr(c.data, name)!r}")
         self.env = Distributed.setup(c.device, c.threads)
         self.out_dir = Path(c.out_dir)
 
@@ -82,6 +85,7 @@ class Trainer:
                 workers=c.data.workers,
                 in_memory=c.data.in_memory,
                 flat_fraction=c.data.flat_fraction,
+                flat_extremes=c.data.flat_extremes,
             ),
             loss=ReconstructionLoss(
                 l1=c.loss.l1,
