@@ -141,7 +141,12 @@ def test_lm_train_then_generate_cli(labelled, tmp_path, tiny_model_dir, capsys):
     other = vtok.lm.load(tmp_path / "run" / "model")
     other.tokenizer_id = "ab" * (len(other.tokenizer_id) // 2)  # as if a fine-tune had moved the tokens
     vtok.lm.save_pretrained(other, tmp_path / "other")
-    warm_other = [str(config), f"model.init_from={tmp_path / 'other'}", f"out_dir={tmp_path / 'warm2'}", "optim.steps=1"]
+    warm_other = [
+        str(config),
+        f"model.init_from={tmp_path / 'other'}",
+        f"out_dir={tmp_path / 'warm2'}",
+        "optim.steps=1",
+    ]
     code, out, err = run_cli(["lm-train", *warm_other], capsys)
     assert code == 2 and "init_from_other_tokenizer" in err and len(err.strip().splitlines()) == 1
     assert run_cli(["lm-train", *warm_other, "model.init_from_other_tokenizer=true"], capsys)[0] == 0

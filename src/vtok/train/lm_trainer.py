@@ -126,7 +126,11 @@ class LMTrainer:
         from ..lm import load
 
         source = load(name_or_path)
-        if source.tokenizer_id and source.tokenizer_id != tokenizer_id and not self.config.model.init_from_other_tokenizer:
+        if (
+            source.tokenizer_id
+            and source.tokenizer_id != tokenizer_id
+            and not self.config.model.init_from_other_tokenizer
+        ):
             raise ConfigError(
                 f"model.init_from {name_or_path}: learned another tokenizer's tokens ({source.tokenizer_id}); "
                 "set model.init_from_other_tokenizer: true to start from it anyway"
