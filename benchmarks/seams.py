@@ -7,6 +7,10 @@ per tile, decode, and measure the mean |gradient| in the bands where tiles meet 
 |gradient| elsewhere (vtok.metrics.quality.seam_ratio); the originals' ratio on the same grid is
 printed beside it (about 1: photos have no preference for those columns). Target: <= 1.15 at
 16 and 64 tokens per tile.
+
+Then the grid inside a tile: the decoder's pixel shuffle paints each patch x patch cell from one
+feature position, so a cell's edges can show. vtok.metrics.quality.block_edge_ratio of whole
+held-out photos at the model's size, at the same k (originals about 1).
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import vtok
 from vtok.codec import decode_file, encode_image
 from vtok.codec.tiling import TileLayout
+from vtok.data import load_images
 from vtok.images import find_images, load_image
-from vtok.metrics.quality import seam_ratio
+from vtok.metrics.quality import block_edge_ratio, seam_ratio
 
 
 def main() -> None:
@@ -52,8 +58,21 @@ def main() -> None:
             f"k={k:>2} per tile: boundary/interior gradient {results[k]['recon']:.3f} "
             f"(originals {results[k]['original']:.3f}) over {len(photos)} photos"
         )
+    block = tok.model.config.patch
+    images, _, _ = load_images(find_images(args.folder), s, None)  # (N, 3, S, S) in [0, 1]
+    blocks = {"original": block_edge_ratio(images, block)}
+    with torch.no_grad():
+        tokens = torch.cat([tok.encode(chunk) for chunk in images.split(32)])
+        for k in (4, 16, 64):
+            recon = torch.cat([tok.decode(t[:, :k]) for t in tokens.split(32)])
+            blocks[k] = block_edge_ratio(recon, block)
+            print(
+                f"k={k:>2}: {block}x{block} cell-edge/inside gradient {blocks[k]:.3f} "
+                f"(originals {blocks['original']:.3f}) over {len(images)} whole photos"
+            )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"model": args.model, "photos": len(photos), "ratios": results}, indent=2))
+    summary = {"model": args.model, "photos": len(photos), "ratios": results, "cell_edges": blocks}
+    Path(args.json).write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from vtok.codec.tiling import TileLayout
 from vtok.evaluate import evaluate
 from vtok.metrics.quality import (
     ImageNetClassifier,
+    block_edge_ratio,
     flat_colour_error,
     flat_colour_grid,
     high_frequency_ratio,
@@ -46,6 +47,18 @@ def test_seam_ratio_sees_a_tile_grid_and_not_a_smooth_image():
     to_u8 = lambda a: np.clip(a + noise, 0, 255).astype(np.uint8)  # noqa: E731
     assert seam_ratio(to_u8(smooth), tile, stride, overlap) == pytest.approx(1.0, abs=0.1)
     assert seam_ratio(to_u8(blocky), tile, stride, overlap) > 1.3
+
+
+def test_block_edge_ratio_sees_a_pixel_shuffle_grid():
+    torch.manual_seed(0)
+    ramp = torch.linspace(0, 6.0, 64)
+    waves = 0.5 + 0.2 * torch.sin(ramp[None, :] * 1.7 + 0.3) * torch.cos(ramp[:, None] * 1.3)  # (64, 64)
+    smooth = (waves.expand(2, 3, 64, 64) + 0.01 * torch.randn(2, 3, 64, 64)).clamp(0, 1)
+    cells = torch.rand(2, 3, 16, 16) * 0.1  # each 4x4 cell gets its own small offset
+    blocky = (smooth + F.interpolate(cells, scale_factor=4, mode="nearest")).clamp(0, 1)
+    assert block_edge_ratio(smooth, 4) == pytest.approx(1.0, abs=0.1)
+    assert block_edge_ratio(blocky, 4) > 1.5
+    assert block_edge_ratio(blocky, 3) < 1.5  # another grid than the blocks' is not seen
 
 
 def test_wider_overlap_hides_seams_better_than_none(tiny):

@@ -173,6 +173,28 @@ def test_decoder_only_training_keeps_every_token(photo_dirs, tmp_path):
         Trainer(_cfg(photo_dirs, tmp_path / "d", "model.trainable=encoder"))
 
 
+def test_a_pixel_refinement_grows_on_weights_made_without_it(photo_dirs, tmp_path):
+    """model.overrides.refine adds blocks.PixelRefine: warm-started from weights without it, the
+    model decodes exactly as they did until trained; then only the decoder side moves."""
+    first = Trainer(_cfg(photo_dirs, tmp_path / "a", "optim.steps=3", "optim.batch_size=4")).fit()
+    grown = _cfg(photo_dirs, tmp_path / "b", "optim.steps=10", "optim.batch_size=4", "optim.lr=3e-3",
+                 f"model.init_from={first}", "model.trainable=decoder", "model.overrides.refine=8")  # fmt: skip
+    trainer = Trainer(grown)
+    before = vtok.load(first)
+    images = torch.rand(4, 3, 32, 32)
+    tokens = before.encode(images)
+    with torch.no_grad():
+        assert torch.equal(trainer.model.decode(tokens), before.model.decode(tokens))
+    after = vtok.load(trainer.fit())
+    assert after.model.config.refine == 8 and after.model.head.refine is not None
+    assert torch.equal(after.encode(images), tokens)
+    refine = after.model.state_dict()["head.refine.conv_out.weight"]
+    assert refine.abs().sum() > 0  # it trained
+    assert not torch.allclose(after.decode(tokens), before.decode(tokens))
+    with pytest.raises(vtok.ConfigError, match="init_from"):  # only parts that start as the identity may be missing
+        Trainer(_cfg(photo_dirs, tmp_path / "c", f"model.init_from={first}", "model.overrides.width=48"))
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     """A misspelt key in a recipe would only show when someone runs it, maybe on a lent GPU."""

@@ -51,6 +51,7 @@ class ConvTrunkConfig:
     blocks_per_stage: int = 1  # 0..64
     decoder_blocks_per_stage: int = 0  # 0..64; 0: as blocks_per_stage; more gives the decoder room for detail
     norm: str = "group"  # "group" (the first models) or "channel" (keeps flat colours: see blocks.ChannelNorm)
+    refine: int = 0  # 0..256; width of a residual refinement on the decoded pixels (blocks.PixelRefine); 0: none
     quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]})
 
     def validate(self) -> None:
@@ -73,6 +74,7 @@ class ConvTrunkConfig:
             check_int("each of channels", width, 1, 4096)
         check_int("blocks_per_stage", self.blocks_per_stage, 0, 64)
         check_int("decoder_blocks_per_stage", self.decoder_blocks_per_stage, 0, 64)
+        check_int("refine", self.refine, 0, 256)
         if self.norm not in NORMS:
             raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if not isinstance(self.quantizer, dict) or not isinstance(self.quantizer.get("name"), str):
@@ -101,7 +103,8 @@ class ConvTrunkConfig:
         encoder = pixels * channels[0] + channels[0] + downs + 2 * channels[-1]
         decoder = ups + 2 * channels[0] + 9 * channels[0] * pixels + pixels
         blocks = sum(_res_block_parameters(w) for w in channels)
-        return encoder + decoder + (self.blocks_per_stage + decoder_blocks) * blocks
+        refine = 55 * self.refine + 3 if self.refine else 0
+        return encoder + decoder + refine + (self.blocks_per_stage + decoder_blocks) * blocks
 
 
 @dataclass
@@ -134,6 +137,12 @@ class TokenizerModel(nn.Module):
         self.image_size = c.image_size
         self.grid = c.grid
         self.quantizer = build_quantizer(dict(c.quantizer))
+
+    @property
+    def identity_at_start(self) -> tuple[str, ...]:
+        """State-dict prefixes of parts that start as the identity: weights made without them
+        warm-start this model exactly (the trainer's model.init_from allows them missing)."""
+        return ("head.refine.",) if getattr(self.config, "refine", 0) else ()
 
     @property
     def token_parts(self) -> tuple[str, ...]:

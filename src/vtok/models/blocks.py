@@ -13,7 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ChannelNorm", "ConvEncoder", "ConvDecoder", "NORMS", "Transformer", "make_norm", "zigzag_dct_basis"]
+__all__ = [
+    "ChannelNorm",
+    "ConvEncoder",
+    "ConvDecoder",
+    "NORMS",
+    "PixelRefine",
+    "Transformer",
+    "make_norm",
+    "zigzag_dct_basis",
+]
 
 
 class ChannelNorm(nn.GroupNorm):
@@ -80,10 +89,32 @@ class ConvEncoder(nn.Module):
         return self.net(x)
 
 
-class ConvDecoder(nn.Module):
-    """Mirror of :class:`ConvEncoder`: (B, channels[-1], G, G) -> (B, 3, H, W)."""
+class PixelRefine(nn.Module):
+    """A residual 3x3 -> SiLU -> 3x3 on the decoded pixels: (B, 3, H, W) -> (B, 3, H, W).
 
-    def __init__(self, patch: int, channels: Sequence[int], blocks_per_stage: int, norm: str = "group"):
+    The decoder's last step, a pixel shuffle, writes every patch x patch block from one feature
+    position alone, and a sharp decoder leaves a faint grid at the blocks' edges; this sees across
+    them. Its last convolution starts at zero, so the block is the identity until trained and
+    weights made without it warm-start exactly. Replicate padding: no dark frame at the border."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, width, 3, padding=1, padding_mode="replicate")
+        self.conv_out = nn.Conv2d(width, 3, 3, padding=1, padding_mode="replicate")
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_out(F.silu(self.conv_in(x)))
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`: (B, channels[-1], G, G) -> (B, 3, H, W); with `refine` > 0
+    a :class:`PixelRefine` of that width at the end."""
+
+    def __init__(
+        self, patch: int, channels: Sequence[int], blocks_per_stage: int, norm: str = "group", refine: int = 0
+    ):
         super().__init__()
         rev = list(channels)[::-1]
         layers: list[nn.Module] = []
@@ -98,9 +129,11 @@ class ConvDecoder(nn.Module):
             nn.PixelShuffle(patch),
         ]
         self.net = nn.Sequential(*layers)
+        self.refine = PixelRefine(refine) if refine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        x = self.net(x)
+        return self.refine(x) if self.refine is not None else x
 
 
 class Attention(nn.Module):

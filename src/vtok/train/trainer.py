@@ -145,8 +145,13 @@ class Trainer:
 
     def _warm_start(self, name_or_path: str) -> None:
         source = Tokenizer.from_pretrained(name_or_path)
+        weights = source.model.state_dict()
+        grown = self.model.identity_at_start
+        for key, value in self.model.state_dict().items():  # parts the source lacks start as the identity
+            if key.startswith(grown) and key not in weights:
+                weights[key] = value
         try:
-            self.model.load_state_dict(source.model.state_dict(), strict=True)
+            self.model.load_state_dict(weights, strict=True)
         except RuntimeError as e:
             raise ConfigError(
                 f"model.init_from {name_or_path}: its weights do not fit {self.config.model.name} ({str(e)[:200]})"
