@@ -101,8 +101,9 @@ class PixelRefine(nn.Module):
         super().__init__()
         self.conv_in = nn.Conv2d(3, width, 3, padding=1, padding_mode="replicate")
         self.conv_out = nn.Conv2d(width, 3, 3, padding=1, padding_mode="replicate")
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        with torch.no_grad():
+            for tensor in self.conv_out.parameters():  # weight and bias
+                tensor.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv_out(F.silu(self.conv_in(x)))
