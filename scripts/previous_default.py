@@ -10,8 +10,8 @@ configs/default.yaml warm-starts from; v1 is what configs/default.yaml and
 configs/default-finetune.yaml made (commit 2871a5b), what configs/default-decoder.yaml
 warm-starts from; v2 is stage 3, v1 with configs/default-decoder.yaml's decoder (commit c602638),
 what configs/default-colours.yaml warm-starts from; v3 is stage 4, v2 blended with what
-configs/default-colours.yaml made (commit 238e1b3), what configs/default-refine.yaml warm-starts from. Read from this repository's git history, so
-this needs a git checkout.
+configs/default-colours.yaml made (commit 238e1b3), what configs/default-refine.yaml warm-starts
+from. Read from this repository's git history, so this needs a git checkout.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ class TokenizerModel(nn.Module):
     def identity_at_start(self) -> tuple[str, ...]:
         """State-dict prefixes of parts that start as the identity: weights made without them
         warm-start this model exactly (the trainer's model.init_from allows them missing)."""
-        return ("head.refine.",) if getattr(self.config, "refine", 0) else ()
+        return ("head.refine.",) if self.config.refine else ()
 
     @property
     def token_parts(self) -> tuple[str, ...]:
