@@ -13,7 +13,8 @@ package's debian/copyright and docs/data.md).
 
 Writes data/photos/train/<source>/<name>.jpg (shorter side <= 384, JPEG), data/photos/heldout/
 <source>/<name>.png (shorter side <= 384) and data/photos/heldout/samples/*.png (scikit-image's
-sample photos). Cut-outs with transparency are composited on crops of real photos (train
+sample photos), and data/photos/sources_heldout/<source>/ (whole sources held out from training
+recipes, both splits, with the samples: SOURCES_HELDOUT). Cut-outs with transparency are composited on crops of real photos (train
 backgrounds for train cut-outs, held-out backgrounds for held-out ones), never on a flat colour.
 Idempotent (existing outputs are kept) and deterministic (fixed seeds).
 """
@@ -46,6 +47,11 @@ MIN_CUTOUT = 64  # cut-outs whose object is smaller than this on its short side 
 DUP_DIST = (6, 10)
 GROUP_DIST = (10, 16)  # looser: look-alikes this close never straddle the train / held-out split
 HELDOUT_FRACTION = 0.09
+# Whole sources held out from training recipes (data/photos/sources_heldout, see docs/data.md): every
+# photo of these sources, both splits, plus the sample photos no vtok model has trained on. Recipes
+# are chosen on this set, because photos held out *within* the training sources did not predict
+# strangers' photos. Everyday scenes (people, beach, snow), landscapes and food, textures, portraits.
+SOURCES_HELDOUT = ("kphotoalbum", "texlive", "tuxpaint_templates", "gramps")
 MIN_HELDOUT = 5
 SEED = 1234
 
@@ -691,6 +697,21 @@ def main() -> None:
         counts["heldout", "samples"] = 4
     except ImportError:
         print("scikit-image not installed: its sample photos are left out of heldout/samples")
+
+    # 4b. the source-held-out set: hard links (copies where links fail) of whole sources + samples
+    held = args.out / "sources_heldout"
+    for sp in ("train", "heldout"):
+        for source in (*SOURCES_HELDOUT, "samples"):
+            for f in sorted((args.out / sp / source).glob("*.*")):
+                dst = held / source / f.name
+                if not dst.exists():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        dst.hardlink_to(f)
+                    except OSError:
+                        shutil.copyfile(f, dst)
+    n_held = sum(1 for _ in held.glob("*/*.*"))
+    print(f"source-held-out set: {n_held} photos of {', '.join(SOURCES_HELDOUT)} and the samples in {held}")
 
     # 5. report
     srcs = sorted({s for _, s in counts})

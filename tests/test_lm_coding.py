@@ -11,6 +11,7 @@ import torch
 
 import vtok
 import vtok.lm as vlm
+from vtok.codec.format import token_check
 from vtok.codec.lm_coding import CHUNK, _digit_probs, lm_decode, lm_encode
 from vtok.errors import ConfigError, FormatError, TokenError
 from vtok.lm.stepper import NumpyStepper, TorchStepper
@@ -113,7 +114,7 @@ def test_compress_with_an_lm(tiny, tmp_path, photo_dirs):
     image = sorted(photo_dirs[1].iterdir())[0]
     lm = lm_for(tiny)
     data = vtok.compress(image, tiny, lm=lm)
-    assert data[4] == 3 and data[5] == 2  # format version 3, coding 2
+    assert data[:2] == b"vt" and data[2] & 0x03 == 2  # the compact container (version 4), coding 2
     plain = vtok.compress(image, tiny, coding="bitpack")
     tokens = vtok.read_tokens(plain, tiny)
     coded = vtok.read_tokens(data, tiny, lm=lm)
@@ -139,14 +140,31 @@ def _reseal(data: bytes) -> bytes:
     return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]))
 
 
-def test_version_2_files_still_decode_and_cannot_claim_lm_coding(tiny, photo_dirs):
+def as_version_3(data: bytes, tok) -> bytes:
+    """A version-4 file rewritten in the version-3 layout (what vtok wrote before the compact container)."""
+    from vtok.codec.format import read_file, write_file
+
+    f = read_file(data, tok.image_size, tok.num_tokens)
+    f.version = 3
+    if f.tokens_crc is not None:  # an LM file's checksum also covers its tokens
+        f.token_bytes = token_check(vtok.read_tokens(data, tok, lm=lm_for(tok)).padded(0), f.counts)
+    return write_file(f)
+
+
+def test_version_2_and_3_files_still_decode_and_cannot_claim_lm_coding(tiny, photo_dirs):
     image = sorted(photo_dirs[1].iterdir())[0]
-    v3 = vtok.compress(image, tiny, coding="bitpack", tokens=5)
+    v4 = vtok.compress(image, tiny, coding="bitpack", tokens=5)
+    v3 = as_version_3(v4, tiny)
+    assert v3[:5] == b"VTOK\x03" and len(v3) > len(v4)
     v2 = _reseal(v3[:4] + b"\x02" + v3[5:])  # bit-packed and ANS files kept their layout in version 3
-    assert np.array_equal(np.asarray(vtok.decompress(v2, tiny)), np.asarray(vtok.decompress(v3, tiny)))
+    expected = np.asarray(vtok.decompress(v4, tiny))
+    assert np.array_equal(np.asarray(vtok.decompress(v2, tiny)), expected)
+    assert np.array_equal(np.asarray(vtok.decompress(v3, tiny)), expected)
     lm_file = vtok.compress(image, tiny, lm=lm_for(tiny), tokens=5)
+    lm_v3 = as_version_3(lm_file, tiny)
+    assert np.array_equal(np.asarray(vtok.decompress(lm_v3, tiny, lm=lm_for(tiny))), expected)
     with pytest.raises(FormatError, match="coding method 2"):
-        vtok.decompress(_reseal(lm_file[:4] + b"\x02" + lm_file[5:]), tiny)
+        vtok.decompress(_reseal(lm_v3[:4] + b"\x02" + lm_v3[5:]), tiny)
 
 
 @pytest.mark.slow

@@ -163,6 +163,7 @@ def _encode_options(args: argparse.Namespace):
         coding=args.coding,
         allocation=args.allocation,
         overlap=args.overlap,
+        effort=args.effort,
     )
 
 
@@ -420,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["per-tile", "mean"],
         default="per-tile",
         help="per-tile: every tile reaches the target; mean: the image's mean does, with the fewest bytes",
+    )
+    en.add_argument(
+        "--effort",
+        type=int,
+        default=0,
+        help="0: the encoder's tokens (fast); 1-3: tokens searched through the decoder, better per byte, "
+        "seconds per tile (see the README)",
     )
     _max_pixels_option(en)
     en.set_defaults(func=_cmd_encode)

@@ -30,6 +30,7 @@ from .entropy import ANS, CODING_NAMES, ans_encode, pack_tokens
 from .format import CODINGS, VtokFile, decode_payload, peek_header, read_file, token_check, verify_tokens, write_file
 from .lm_coding import lm_encode
 from .options import EncodeOptions
+from .search import search_tokens
 from .tiling import TileLayout, blend_bands, check_budget, split_tiles
 
 LM_CODING = 2  # range coding under a token LM (format version 3)
@@ -297,7 +298,10 @@ def encode_image(
     layout = TileLayout(array.shape[1], array.shape[0], s, overlap)
     check_budget(layout, max_pixels)
     tiles = split_tiles(array, layout)  # (T, 3, S, S)
-    ids = _encode_tiles(tok, tiles, progress)  # (T, K)
+    # A search keeps every prefix good when the lengths are still to be chosen (no target, a quality
+    # target); for a token count or a byte budget it runs once that length is known (below).
+    every_prefix = options.target is None or options.is_quality
+    ids = _encode_tiles(tok, tiles, progress, options.effort if every_prefix else 0)  # (T, K)
     unmet = 0
     if options.is_quality:
         assert options.target is not None and options.value is not None  # a quality target has a value
@@ -312,6 +316,8 @@ def encode_image(
             assert options.value is not None
             k = int(options.value)
         counts = torch.full((layout.count,), k, dtype=torch.long)
+        if options.effort and k < tok.num_tokens:  # the search aims at the one length that is kept
+            ids = _encode_tiles(tok, tiles, progress, options.effort, counts)
 
     code = CODE_OF[coding]
     ids_np = ids.cpu().numpy()
@@ -335,6 +341,10 @@ def encode_image(
             else:
                 hi = mid - 1
         counts = torch.full((layout.count,), lo, dtype=torch.long)
+        if options.effort and lo < tok.num_tokens:  # search at the length that fits, keep it if it still fits
+            searched = _encode_tiles(tok, tiles, progress, options.effort, counts).cpu().numpy()
+            if len(_build_file(tok, code, layout, overlap, np.full(layout.count, lo), searched, lm)) <= max_bytes:
+                ids_np, ids = searched, torch.from_numpy(searched)
     counts_np = counts.cpu().numpy().astype(np.int64)
     enc = Encoded(build(counts_np), layout.width, layout.height, counts_np, coding, unmet, options=options)
     if measure:
@@ -386,14 +396,27 @@ def _to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)[None].float() / 255.0
 
 
-def _encode_tiles(tok: Tokenizer, tiles: torch.Tensor, progress: bool, batch: int = 64) -> torch.Tensor:
-    chunks = list(tiles.split(batch))
-    batches: Iterable[torch.Tensor] = chunks
-    if progress and len(chunks) > 1:
+def _encode_tiles(
+    tok: Tokenizer, tiles: torch.Tensor, progress: bool, effort: int = 0, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Tiles (T, 3, S, S) -> ids (T, K): the encoder's (effort 0) or searched (codec.search), at
+    every prefix or at each tile's `lengths`."""
+    batch = 64 if effort == 0 else 16
+    chunks = list(range(0, tiles.shape[0], batch))
+    batches: Iterable[int] = chunks
+    if progress and (len(chunks) > 1 or effort):
         from ..progress import progress_bar
 
-        batches = progress_bar(chunks, desc="tiles", unit="batch")
-    return torch.cat([tok.encode(chunk) for chunk in batches])
+        batches = progress_bar(chunks, desc="tiles" if not effort else f"search (effort {effort})", unit="batch")
+    out = []
+    for start in batches:
+        chunk = tiles[start : start + batch]
+        if effort == 0:
+            out.append(tok.encode(chunk))
+        else:
+            ln = None if lengths is None else lengths[start : start + batch]
+            out.append(search_tokens(tok, chunk, effort, ln, batch=batch))
+    return torch.cat(out)
 
 
 def _build_file(
@@ -404,7 +427,7 @@ def _build_file(
     f = VtokFile(code, tok.weights_id(), layout.width, layout.height, overlap, counts, payload, prior_id)
     if code == LM_CODING:
         f.token_bytes = token_check(tokens, counts)
-    return write_file(f)
+    return write_file(f, tile=tok.image_size)
 
 
 def single_tile_file_sizes(

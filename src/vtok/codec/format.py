@@ -21,6 +21,8 @@ from .tiling import TileLayout, check_budget
 
 __all__ = [
     "MAGIC",
+    "COMPACT_MAGIC",
+    "SHIPPED_IDS",
     "VERSION",
     "CODINGS",
     "Coding",
@@ -36,9 +38,21 @@ __all__ = [
     "decode_payload",
 ]
 
-MAGIC = b"VTOK"
-VERSION = 3  # 2: weights and prior identified apart; 3: LM coding; versions 1 and 2 are still read
-READABLE = (1, 2, 3)
+MAGIC = b"VTOK"  # versions 1 to 3
+COMPACT_MAGIC = b"vt"  # version 4: the compact container (docs/format.md)
+# 2: weights and prior identified apart; 3: LM coding; 4: the compact container. All are read.
+VERSION = 4
+READABLE = (1, 2, 3, 4)
+# Version 4 names a shipped model and the prior or LM its payload is coded under by one byte, an
+# index into this table: (weights id, coding, prior or LM id). Entries are never changed or
+# removed, only added (a retrained shipped model gets new ones), so every file stays decodable by
+# the weights that made it. Any other model is named by its full ids, as in version 3.
+SHIPPED_IDS: dict[int, tuple[bytes, int, bytes | None]] = {
+    1: (bytes.fromhex("e7a54e00"), 1, bytes.fromhex("4b18f62e")),  # default (Dec 2026, stage 5), ANS
+    2: (bytes.fromhex("e7a54e00"), 0, None),  # the same, bit-packed
+    3: (bytes.fromhex("e7a54e00"), 2, bytes.fromhex("8ca93517")),  # the same under the default token LM
+}
+_FLAG_SHIPPED, _FLAG_SIZE, _FLAG_RESERVED = 0x04, 0x08, 0xF0
 MAX_SIDE = 1 << 20
 MAX_PAYLOAD = 1 << 30
 
@@ -141,20 +155,55 @@ class _Reader:
         raise FormatError(f"{what} is not a valid varint")
 
 
-def write_file(f: VtokFile) -> bytes:
+def _shipped_index(model_id: bytes, coding: int, coder_id: bytes | None) -> int | None:
+    for index, entry in SHIPPED_IDS.items():
+        if entry == (model_id, coding, coder_id if CODINGS[coding].has_id else None):
+            return index
+    return None
+
+
+def write_file(f: VtokFile, tile: int | None = None) -> bytes:
+    """The file's bytes: the compact container (version 4) unless ``f.version`` asks for 3.
+    `tile`: the model's tile size, so that a one-tile image of that size leaves its size out."""
+    if f.coding not in CODINGS:
+        raise FormatError(f"unknown coding method {f.coding}")
+    if CODINGS[f.coding].has_id and (f.prior_id is None or len(f.prior_id) != 4):
+        raise FormatError("an ANS- or LM-coded file needs the 4-byte id of its prior or LM")
+    if f.version == 3:
+        return _write_v3(f)
+    if f.version != VERSION:
+        raise FormatError(f"vtok writes format versions 3 and {VERSION}, not {f.version}")
+    index = _shipped_index(f.model_id, f.coding, f.prior_id)
+    one_tile = tile is not None and f.width == f.height == tile and len(f.counts) == 1
+    flags = f.coding | (_FLAG_SHIPPED if index is not None else 0) | (0 if one_tile else _FLAG_SIZE)
+    body = bytearray(COMPACT_MAGIC) + bytes([flags])
+    if index is not None:
+        body.append(index)
+    else:
+        body += f.model_id + (f.prior_id if CODINGS[f.coding].has_id and f.prior_id else b"")
+    if not one_tile:
+        body += encode_varint(f.width) + encode_varint(f.height) + encode_varint(f.overlap)
+    body += np.asarray(f.counts, dtype=np.uint8).tobytes()
+    body += f.payload  # its length is what lies between the counts and the checksum
+    return bytes(body) + _checksum(f, body)
+
+
+def _checksum(f: VtokFile, body: bytes | bytearray) -> bytes:
+    covers_tokens = CODINGS[f.coding].crc_covers_tokens
+    return struct.pack("<I", zlib.crc32(f.token_bytes, zlib.crc32(body)) if covers_tokens else zlib.crc32(body))
+
+
+def _write_v3(f: VtokFile) -> bytes:
     body = bytearray(MAGIC)
-    body += struct.pack("<BB", VERSION, f.coding)
+    body += struct.pack("<BB", 3, f.coding)
     body += f.model_id
-    if f.coding in CODINGS and CODINGS[f.coding].has_id:
-        if f.prior_id is None or len(f.prior_id) != 4:
-            raise FormatError("an ANS- or LM-coded file needs the 4-byte id of its prior or LM")
+    if CODINGS[f.coding].has_id:
+        assert f.prior_id is not None  # write_file checked it
         body += f.prior_id
     body += encode_varint(f.width) + encode_varint(f.height) + encode_varint(f.overlap)
     body += np.asarray(f.counts, dtype=np.uint8).tobytes()
     body += encode_varint(len(f.payload)) + f.payload
-    covers_tokens = f.coding in CODINGS and CODINGS[f.coding].crc_covers_tokens
-    body += struct.pack("<I", zlib.crc32(f.token_bytes, zlib.crc32(body)) if covers_tokens else zlib.crc32(body))
-    return bytes(body)
+    return bytes(body) + _checksum(f, body)
 
 
 def token_check(tokens: np.ndarray, counts: np.ndarray) -> bytes:
@@ -183,12 +232,72 @@ def peek_header(data: bytes) -> Header:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
+    if data[:2] == COMPACT_MAGIC:
+        return _compact_header(data)[0]
     if len(data) < 10 or data[:4] != MAGIC:
         raise FormatError("not a .vtok file (wrong magic)")
     version, coding = data[4], data[5]
-    if version not in READABLE:
+    if version not in READABLE or version > 3:
         raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 to {VERSION})")
     return Header(version, coding, data[6:10])
+
+
+def _compact_header(data: bytes) -> tuple[Header, bytes | None, bool, int]:
+    """A version-4 file's (header, prior or LM id, whether the size is written, where it ends)."""
+    if len(data) < 2 + 1 + 1 + 1 + 4:
+        raise FormatError("file is truncated")
+    flags = data[2]
+    coding = flags & 0x03
+    if flags & _FLAG_RESERVED or coding not in CODINGS:
+        raise FormatError(f"unknown flags {flags:#04x} in a version-4 file (made by a newer vtok?)")
+    if flags & _FLAG_SHIPPED:
+        entry = SHIPPED_IDS.get(data[3])
+        if entry is None or entry[1] != coding:
+            raise FormatError(f"this file names shipped model #{data[3]}, which this vtok does not know (newer?)")
+        return Header(4, coding, entry[0]), entry[2], bool(flags & _FLAG_SIZE), 4
+    end = 3 + 4 + (4 if CODINGS[coding].has_id else 0)
+    if len(data) < end + 1 + 4:
+        raise FormatError("file is truncated")
+    prior_id = data[7:11] if CODINGS[coding].has_id else None
+    return Header(4, coding, data[3:7]), prior_id, bool(flags & _FLAG_SIZE), end
+
+
+def _read_compact(data: bytes, tile: int, num_tokens: int, max_pixels: int) -> VtokFile:
+    header, prior_id, sized, start = _compact_header(data)
+    stored_crc = struct.unpack("<I", data[-4:])[0]
+    lm_coded = CODINGS[header.coding].crc_covers_tokens  # checked after decoding (verify_tokens)
+    if not lm_coded and stored_crc != zlib.crc32(data[:-4]):
+        raise FormatError("checksum mismatch: the file is corrupt or truncated")
+    r = _Reader(data[:-4])
+    r.pos = start
+    if sized:
+        width, height = r.varint("width", MAX_SIDE), r.varint("height", MAX_SIDE)
+        if width < 1 or height < 1:
+            raise FormatError(f"image size {width}x{height} is invalid")
+        overlap = r.varint("overlap", tile - 1)
+        if overlap * 2 > tile:
+            raise FormatError(f"overlap {overlap} is more than half the tile size {tile}")
+    else:
+        width = height = tile
+        overlap = tile // 4
+    layout = TileLayout(width, height, tile, overlap)
+    check_budget(layout, max_pixels)
+    counts = np.frombuffer(r.take(layout.count, "token counts"), dtype=np.uint8).astype(np.int64)
+    if counts.min() < 1 or counts.max() > num_tokens:
+        raise FormatError(f"token counts must lie in 1..{num_tokens}, got {counts.min()}..{counts.max()}")
+    payload = r.data[r.pos :]
+    return VtokFile(
+        header.coding,
+        header.model_id,
+        width,
+        height,
+        overlap,
+        counts,
+        payload,
+        prior_id,
+        4,
+        stored_crc if lm_coded else None,
+    )
 
 
 def read_file(data: bytes, tile: int, num_tokens: int, max_pixels: int = MAX_PIXELS) -> VtokFile:
@@ -198,6 +307,8 @@ def read_file(data: bytes, tile: int, num_tokens: int, max_pixels: int = MAX_PIX
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
+    if data[:2] == COMPACT_MAGIC:
+        return _read_compact(data, tile, num_tokens, max_pixels)
     if len(data) < len(MAGIC) + 2 or data[:4] != MAGIC:
         raise FormatError("not a .vtok file (wrong magic)")
     if len(data) < 4 + 2 + 4 + 3 + 1 + 1 + 4:
@@ -209,7 +320,7 @@ def read_file(data: bytes, tile: int, num_tokens: int, max_pixels: int = MAX_PIX
     r = _Reader(data[:-4])
     r.take(4, "magic")
     version, coding = struct.unpack("<BB", r.take(2, "version"))
-    if version not in READABLE:
+    if version not in READABLE or version > 3:
         raise FormatError(f"format version {version} is not supported (this vtok reads versions 1 to {VERSION})")
     if coding not in CODINGS or version < CODINGS[coding].since:
         raise FormatError(f"unknown coding method {coding} (in a version-{version} file)")

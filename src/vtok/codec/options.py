@@ -33,15 +33,21 @@ class EncodeOptions:
     allocation: how a quality target is met, "per-tile" (every tile) or "mean" (the mean over
     tiles, fewest bits). coding: "ans", "bitpack", "lm" (range coding under a token LM, which
     encode_image takes as `lm`) or None (LM when one is given, else ANS when the model has a prior).
-    overlap: pixels shared by neighbouring tiles, None for the model's default."""
+    overlap: pixels shared by neighbouring tiles, None for the model's default. effort: 0 (the
+    encoder's own tokens) to 3 (tokens searched through the decoder for quality per byte, slower:
+    vtok.codec.search)."""
 
     target: str | None = None
     value: float | None = None
     allocation: str = "per-tile"
     coding: str | None = None
     overlap: int | None = None
+    effort: int = 0
 
     def __post_init__(self) -> None:
+        from .search import check_effort
+
+        check_effort(self.effort)
         if (self.target is None) != (self.value is None):
             raise ConfigError("a target needs a value and a value needs a target")
         if self.target is not None:
@@ -94,7 +100,7 @@ class EncodeOptions:
         }
         if len(given) > 1:
             raise ConfigError(f"give at most one of {', '.join(TARGET_KINDS)} (got {', '.join(given)})")
-        unknown = set(rest) - {"allocation", "coding", "overlap"}
+        unknown = set(rest) - {"allocation", "coding", "overlap", "effort"}
         if unknown:
             raise ConfigError(f"unknown encode option(s): {', '.join(sorted(unknown))}")
         target, value = next(iter(given.items())) if given else (None, None)
@@ -107,4 +113,5 @@ class EncodeOptions:
             "allocation": self.allocation,
             "coding": self.coding,
             "overlap": self.overlap,
+            "effort": self.effort,
         }

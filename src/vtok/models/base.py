@@ -117,6 +117,13 @@ class ModelOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def _parameters(part) -> list[nn.Parameter]:
+    """A token part's parameters: a submodule's, or the part itself when it is a bare parameter."""
+    if isinstance(part, nn.Module):
+        return list(part.parameters())
+    return [part] if isinstance(part, nn.Parameter) else []
+
+
 class TokenizerModel(nn.Module):
     """Base class. Subclasses set image_size, num_tokens, quantizer and implement
     ``encode_latents`` and ``decode_codes``."""
@@ -157,6 +164,14 @@ class TokenizerModel(nn.Module):
         for name in self.token_parts:
             getattr(self, name).requires_grad_(False)
         self.train(self.training)
+
+    def freeze_decoder(self) -> None:
+        """Train the encoder alone: every part that turns tokens into pixels keeps its weights, so
+        the encoder learns to say more through the decoder it has (encoder catch-up)."""
+        token_params = {id(p) for name in self.token_parts for p in _parameters(getattr(self, name))}
+        for p in self.parameters():
+            if id(p) not in token_params:
+                p.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)

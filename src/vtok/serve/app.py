@@ -370,6 +370,7 @@ def create_app(
         coding: Literal["ans", "bitpack", "lm"] | None = Query(
             None, description="ans (under the model's prior), bitpack, or lm (under the server's token LM)"
         ),
+        effort: int = Query(0, description="0: the encoder's tokens; 1-3: searched tokens, better per byte, slower"),
     ) -> Response:
         tok = tokenizer(model)
         options = EncodeOptions.from_kwargs(  # checked before the image is read
@@ -380,6 +381,7 @@ def create_app(
             max_bytes=max_bytes,
             allocation=allocation,
             coding=coding,
+            effort=effort,
         )
         if coding == "lm" and (lm is None or tok is not lm_tok):
             raise ApiError(422, "coding=lm needs a server started with --lm, and the model that LM decodes")

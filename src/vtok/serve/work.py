@@ -192,11 +192,26 @@ def equal_bytes(tok: Tokenizer, image: Image.Image, codec_name: str) -> dict[str
     return {"codec": codec_name, "smallest_bytes": smallest, "prefixes": rows}
 
 
+MAX_SEARCH_TILES = 16  # a searched encode costs seconds per tile on a CPU
+
+
 def compress_image(
     tok: Tokenizer, image: Image.Image, options: EncodeOptions, lm: TokenLM | None = None
 ) -> tuple[bytes, dict[str, Any]]:
     """A whole image (any size, tiled) -> .vtok bytes and what they hold. `lm`: the token LM
-    that range-codes the tokens when options.coding is "lm"."""
+    that range-codes the tokens when options.coding is "lm". A search (effort > 0) costs seconds a
+    tile: it is refused for images of more than MAX_SEARCH_TILES tiles."""
+    if options.effort:
+        from ..codec.compress import default_overlap
+        from ..codec.tiling import TileLayout
+
+        s = tok.image_size
+        overlap = default_overlap(s) if options.overlap is None else int(options.overlap)
+        tiles = TileLayout(image.width, image.height, s, max(0, min(overlap, s // 2))).count
+        if tiles > MAX_SEARCH_TILES:
+            raise ImageRefused(
+                413, f"effort > 0 is for images of at most {MAX_SEARCH_TILES} tiles here; this one has {tiles}"
+            )
     enc = encode_image(image, tok, options, lm=lm)
     facts = {
         "width": enc.width,

@@ -29,8 +29,9 @@ class ModelSection:
     name: str = "ordered1d-small"
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a tokenizer folder (or shipped name) to warm-start from; strict
-    # "all", or "decoder": the encoder and quantizer stay as init_from left them, so every image
-    # keeps its tokens (and the token prior and token LMs made for them stay valid)
+    # "all"; "decoder": the encoder and quantizer stay as init_from left them, so every image
+    # keeps its tokens (and the token prior and token LMs made for them stay valid); "encoder": the
+    # decoder stays as init_from left it and the encoder learns to say more through it
     trainable: str = "all"
 
 
@@ -44,6 +45,8 @@ class DataSection:
     hflip: bool = True
     color_jitter: float = 0.05
     workers: int = 0
+    # sources (first sub-folders of train_dir) left out of training, to hold out whole sources
+    exclude_sources: list[str] = field(default_factory=list)
     source_balance: float = 0.5  # a source (first sub-folder) is drawn ~ count**balance: 1 = per photo, 0 = per source
     flat_fraction: float = 0.0  # share of training images replaced by flat colours / gradients (colour fidelity)
     flat_extremes: float = 0.0  # chance each channel of those colours is pinned to 0 or 1 (the cube's faces)
@@ -86,7 +89,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast on CUDA
+    amp_cpu: bool = False  # bf16 autocast on the CPU too (1.6-2x faster steps on cores with AVX-512 BF16)
     ema_decay: float = 0.999
     log_every: int = 10
     eval_every: int = 250
@@ -110,6 +114,7 @@ def loop_settings(config: Any) -> Any:
         grad_clip=o.grad_clip,
         ema_decay=config.ema_decay,
         amp=config.amp,
+        amp_cpu=getattr(config, "amp_cpu", False),
         log_every=config.log_every,
         eval_every=config.eval_every,
         checkpoint_every=config.checkpoint_every,
@@ -195,6 +200,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str):
         if dataclasses.is_dataclass(default):
             kwargs[f.name] = _build(type(default), value, f"{prefix}{f.name}.")
             continue
+        if isinstance(default, list) and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{prefix}{f.name} must be a list of names, got {value!r}")
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{prefix}{f.name} must be true or false, got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):

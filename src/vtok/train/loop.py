@@ -50,7 +50,8 @@ class LoopSettings:
     beta2: float = 0.99
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # bf16 autocast on CUDA
+    amp_cpu: bool = False  # bf16 autocast on the CPU too
     log_every: int = 10
     eval_every: int = 250
     checkpoint_every: int = 100
@@ -218,7 +219,7 @@ class TrainLoop:
                 for name in ("metrics.csv", "eval.csv"):
                     _drop_rows_after(self.out_dir / name, self.step)
         progress = Progress(s.steps, "train", unit="step", initial=self.step, every_s=30.0) if env.is_main else None
-        use_amp = s.amp and env.device.type == "cuda"
+        use_amp = (s.amp and env.device.type == "cuda") or (s.amp_cpu and env.device.type == "cpu")
         requested = _StopRequests()
         self.model.train()
         window_start, window_items, last_tick = time.time(), 0, time.time()

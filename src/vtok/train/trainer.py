@@ -47,14 +47,20 @@ class Trainer:
         self.model = create_model(c.model.name, **c.model.overrides).to(self.env.device)
         if c.model.init_from:
             self._warm_start(c.model.init_from)
-        if c.model.trainable not in ("all", "decoder"):
-            raise ConfigError(f"model.trainable must be 'all' or 'decoder', got {c.model.trainable!r}")
+        if c.model.trainable not in ("all", "decoder", "encoder"):
+            raise ConfigError(f"model.trainable must be 'all', 'decoder' or 'encoder', got {c.model.trainable!r}")
+        if c.model.trainable != "all" and not c.model.init_from:
+            raise ConfigError(f"model.trainable: {c.model.trainable} needs model.init_from (the other half to keep)")
         if c.model.trainable == "decoder":
-            if not c.model.init_from:
-                raise ConfigError("model.trainable: decoder needs model.init_from (an encoder to keep)")
             self.model.freeze_encoder()
+        elif c.model.trainable == "encoder":
+            self.model.freeze_decoder()
 
         files, bad_train = scan_images(c.data.train_dir)
+        if c.data.exclude_sources:
+            root, excluded = Path(c.data.train_dir), set(c.data.exclude_sources)
+            files = [p for p in files if p.relative_to(root).parts[0] not in excluded]
+            bad_train = [p for p in bad_train if p.relative_to(root).parts[0] not in excluded]
         if not files:
             raise ImageError(f"{c.data.train_dir}: no readable images found")
         self.train_files = files
