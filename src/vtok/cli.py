@@ -300,6 +300,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         perceptual=not args.no_perceptual,
         lpips=lpips,
         inception=args.fid_inception,
+        downscaled=not args.no_downscaled,
     )
     for name, why in result.missing_codecs.items():
         _say(f"vtok: note: {name} left out: {why}", err=True)
@@ -459,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", required=True, help="report folder")
     be.add_argument("--limit", type=int, help="use at most this many images")
     be.add_argument("--codecs", default="jpeg,webp,avif,jxl", help="comma-separated; '' for none")
+    be.add_argument(
+        "--no-downscaled",
+        action="store_true",
+        help="leave out the codecs on shrunk copies (<codec>-down: what a user wanting a tiny file does)",
+    )
     be.add_argument("--no-perceptual", action="store_true", help="skip the feature distance (no backbone needed)")
     be.add_argument(
         "--lpips",

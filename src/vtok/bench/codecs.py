@@ -4,6 +4,11 @@ For a byte budget, a codec's file is the one at the highest quality setting whos
 <= the budget (binary search over the setting, then verified: sizes are not always monotone
 in quality, so the search never returns a file over budget). When even the lowest setting is
 over budget the codec cannot reach it: that is recorded with its smallest size, never skipped.
+
+At small byte budgets nobody runs a classical codec at full size: they shrink the image, code it
+at the best quality that fits and enlarge it on display. ``Codec.downscaled(factor)`` is that
+codec (Lanczos down, Lanczos back up to the original size), and ``DOWNSCALE_FACTORS`` the ladder
+of sizes tried; a bench keeps, per image and budget, the best of them (``<codec>-down``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ from PIL import Image
 
 from ..errors import OptionalDependencyError
 
-__all__ = ["Codec", "CodecFile", "CodecLadder", "available_codecs", "CODEC_NAMES"]
+__all__ = ["Codec", "CodecFile", "CodecLadder", "available_codecs", "CODEC_NAMES", "DOWNSCALE_FACTORS"]
+
+# Sizes tried for the downscaled codecs, as fractions of each side: 128 px -> 128, 96, 64, 48, 32,
+# 24, 16, 12 px. 1 is in the ladder: at a large budget full size is the best "downscale".
+DOWNSCALE_FACTORS = (1.0, 3 / 4, 1 / 2, 3 / 8, 1 / 4, 3 / 16, 1 / 8, 3 / 32)
+MIN_DOWNSCALED_SIDE = 8
 
 
 @dataclass
@@ -37,13 +47,32 @@ class Codec:
     qualities: tuple[int, int]  # lowest, highest setting
     _save: Callable[[Image.Image, io.BytesIO, int], None]
 
+    scale: float = 1.0  # < 1: code a copy shrunk by this factor, shown enlarged to the original size
+
     def encode(self, image: Image.Image, quality: int) -> CodecFile:
+        small = image
+        if self.scale != 1.0:
+            size = (max(1, round(image.width * self.scale)), max(1, round(image.height * self.scale)))
+            small = image.resize(size, Image.Resampling.LANCZOS)
         buf = io.BytesIO()
-        self._save(image, buf, quality)
+        self._save(small, buf, quality)
         data = buf.getvalue()
         decoded = Image.open(io.BytesIO(data))
         decoded.load()
-        return CodecFile(self.name, quality, data, decoded.convert("RGB"))
+        shown = decoded.convert("RGB")
+        if shown.size != image.size:
+            shown = shown.resize(image.size, Image.Resampling.LANCZOS)
+        return CodecFile(self.name, quality, data, shown)
+
+    def downscaled(self, factor: float) -> Codec:
+        """This codec on a copy shrunk by `factor` (Lanczos), enlarged again on decoding."""
+        return Codec(self.name, self.qualities, self._save, factor)
+
+    def downscale_ladder(self, image: Image.Image) -> list[Codec]:
+        """This codec at every size of DOWNSCALE_FACTORS that keeps both sides >= 8 px."""
+        return [
+            self.downscaled(f) for f in DOWNSCALE_FACTORS if min(image.width, image.height) * f >= MIN_DOWNSCALED_SIDE
+        ]
 
     def smallest(self, image: Image.Image) -> CodecFile:
         return self.encode(image, self.qualities[0])

@@ -179,20 +179,29 @@ def _codec_table(per_k: dict[str, Any], has_feature: bool) -> list[str]:
     if not next(iter(per_k.values()))["codecs"]:
         return []
     has_lpips = any("lpips" in e for e in per_k.values())
-    cols = ["k", "codec", "cannot reach vtok's size", "median smallest file", "vtok wins SSIM (of images reached)"]
-    cols += ["bytes to match SSIM (median ×)", "never matches SSIM"]
+    cols = ["k", "codec", "cannot reach vtok's size", "median smallest file", "PSNR codec / vtok (images reached)"]
+    cols += ["SSIM codec / vtok", "vtok wins SSIM (of images reached)"]
+    cols += ["bytes to match SSIM (median ×)", "never matches SSIM", "BD-rate vtok vs codec (PSNR)"]
     cols += ["bytes to match feature dist. (median ×)"] * has_feature + ["bytes to match LPIPS (median ×)"] * has_lpips
     rows = []
     for k, e in per_k.items():
         for codec, c in e["codecs"].items():
             cells = [k, codec, _pct(c["cannot_reach_rate"]), f"{c['median_smallest_bytes']:.0f} B"]
             wins = f"{_pct(c.get('vtok_win_rate_ssim'))} of {c['compared']}" if c["compared"] else "– (reaches none)"
+            cells += [_pair(c.get("mean_psnr_at_budget"), c.get("vtok_mean_psnr"), 2)]
+            cells += [_pair(c.get("mean_ssim_at_budget"), c.get("vtok_mean_ssim"), 3)]
             cells += [wins, _ratio(c.get("median_byte_ratio_ssim"))]
             cells += [_pct(c.get("never_matched_ssim", 0))]
+            bd = c.get("bd_rate_psnr")
+            cells += ["–" if bd is None else f"{100 * bd:+.0f}%"]
             cells += [_ratio(c.get("median_byte_ratio_feature_distance"))] * has_feature
             cells += [_ratio(c.get("median_byte_ratio_lpips"))] * has_lpips
             rows.append(cells)
     return ["", "Classical codecs at vtok's bytes, and the bytes they need to match vtok:", "", *_table(cols, rows)]
+
+
+def _pair(a: float | None, b: float | None, digits: int) -> str:
+    return "–" if a is None or b is None else f"{a:.{digits}f} / {b:.{digits}f}"
 
 
 def _token_lines(stats: dict[str, Any]) -> list[str]:

@@ -42,7 +42,7 @@ from ..metrics.pixel import ms_ssim, psnr, ssim
 from ..metrics.quality import high_frequency_ratio
 from ..metrics.tokens import token_statistics
 from ..tokenizer import Tokenizer, load
-from .codecs import CODEC_NAMES, CodecLadder, available_codecs
+from .codecs import CODEC_NAMES, CodecFile, CodecLadder, available_codecs
 
 if TYPE_CHECKING:
     from ..metrics.lpips import LPIPS
@@ -113,6 +113,7 @@ def run_bench(
     lpips: LPIPS | None = None,
     inception: torch.nn.Module | str | os.PathLike | None = None,
     progress: bool = True,
+    downscaled: bool = True,
 ) -> BenchResult:
     """Bench `models` on the images of `folder`; see the module docstring for the protocol.
 
@@ -120,6 +121,8 @@ def run_bench(
     packages are installed (else left out, with the reason in `result.notes`: a plain install
     benches without them). `lpips`: a `vtok.metrics.lpips.LPIPS` built from the user's weight
     files. `inception`: FID Inception weights (a file path, or a `InceptionV3Features`).
+    `downscaled`: also each codec on a shrunk copy, enlarged for display (``<codec>-down``, the
+    best of DOWNSCALE_FACTORS per image and budget): what a user who wants a tiny file does.
     """
     if not models:
         raise ImageError("give at least one model")
@@ -168,7 +171,11 @@ def run_bench(
         sheet_records: list[dict[str, Any]] = []
         bar = Progress(len(images), f"bench {label}", unit="img", enabled=progress)
         for i in range(len(images)):
-            ladders = {codec.name: _Scored(codec, originals_pil[i], images[i : i + 1], distances) for codec in found}
+            ladders: dict[str, Any] = {}
+            for codec in found:
+                ladders[codec.name] = _Scored(codec, originals_pil[i], images[i : i + 1], distances)
+                if downscaled:
+                    ladders[f"{codec.name}-down"] = _ScoredSizes(codec, originals_pil[i], images[i : i + 1], distances)
             if i < SHEET_IMAGES:
                 sheet_ladders.append(ladders)
             for k in ks:
@@ -196,7 +203,13 @@ def run_bench(
                 f"vtok {_elide(label)}\n{rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}",
             ]
             for name, ladder in ladders.items():
-                best = ladder.best_within(rec["file_bytes"])
+                if isinstance(ladder, _ScoredSizes):
+                    found_best = ladder.best_within(rec["file_bytes"])
+                    if found_best is None:
+                        continue  # the full-size column already shows that it cannot get this small
+                    ladder, best = found_best
+                else:
+                    best = ladder.best_within(rec["file_bytes"])
                 f = best or ladder.file(ladder.codec.qualities[0])
                 # Its smallest file is shown when it cannot get as small as vtok: say so, never "equal bytes".
                 reach = "within vtok's size" if best else "cannot reach: smallest"
@@ -349,6 +362,37 @@ class _Scored(CodecLadder):
         return out
 
 
+class _ScoredSizes:
+    """A codec at a ladder of sizes (``Codec.downscale_ladder``), each size scored as _Scored: per
+    budget the size with the best PSNR within it, per quality target the fewest bytes over sizes."""
+
+    def __init__(self, codec, original, reference: torch.Tensor, distances: dict[str, LPIPS | FeatureDistance]):
+        self.sizes = [_Scored(c, original, reference, distances) for c in codec.downscale_ladder(original)]
+
+    def best_within(self, budget: int) -> tuple[_Scored, CodecFile] | None:
+        found = [(s, f) for s in self.sizes if (f := s.best_within(budget)) is not None]
+        return max(found, key=lambda sf: sf[0].score(sf[1].quality)["psnr"], default=None)
+
+    def record(self, vtok_rec: dict) -> dict[str, Any]:
+        out: dict[str, Any] = {"smallest_bytes": min(s.file(s.codec.qualities[0]).bytes for s in self.sizes)}
+        best = self.best_within(vtok_rec["file_bytes"])
+        out["at_budget"] = None
+        if best is not None:
+            ladder, f = best
+            out["at_budget"] = {
+                "bytes": f.bytes,
+                "quality": f.quality,
+                "scale": ladder.codec.scale,
+                **ladder.score(f.quality),
+            }
+        per_size = [s.record(vtok_rec)["to_match"] for s in self.sizes]
+        out["to_match"] = {}
+        for metric in {m for r in per_size for m in r}:
+            matches = [r[metric] for r in per_size if r.get(metric)]
+            out["to_match"][metric] = min(matches, key=lambda m: m["bytes"]) if matches else None
+        return out
+
+
 def summarize(result: BenchResult) -> dict[str, Any]:
     """Means with 95% confidence intervals, reach and win rates, median byte ratios.
 
@@ -388,10 +432,46 @@ def summarize(result: BenchResult) -> dict[str, Any]:
                     ratios = [c["to_match"][m]["ratio"] for c in recs if c["to_match"].get(m)]
                     c_entry[f"median_byte_ratio_{m}"] = float(np.median(ratios)) if ratios else None
                     c_entry[f"never_matched_{m}"] = sum(1 for c in recs if c["to_match"].get(m) is None) / len(recs)
+                    # Means over the images the codec reaches, vtok's over the same images beside them
+                    c_entry["mean_bytes_at_budget"] = (
+                        float(np.mean([at["bytes"] for _, at in reached])) if reached else None
+                    )
+                    c_entry[f"mean_{m}_at_budget"] = float(np.mean([at[m] for _, at in reached])) if reached else None
+                    c_entry[f"vtok_mean_{m}"] = float(np.mean([r[m] for r, _ in reached])) if reached else None
                 entry["codecs"][codec] = c_entry
             per_k[str(k)] = entry
+        for codec in per_k[next(iter(per_k))]["codecs"]:  # one BD-rate per codec, over the k's both reach
+            points = [
+                (e["file_bytes"]["mean"], e["psnr"]["mean"], c["mean_bytes_at_budget"], c["mean_psnr_at_budget"])
+                for e in per_k.values()
+                if "psnr" in e
+                and (c := e["codecs"][codec]).get("mean_psnr_at_budget") is not None
+                and c["reach_rate"] == 1
+            ]
+            rate = bd_rate(
+                [p[0] for p in points], [p[1] for p in points], [p[2] for p in points], [p[3] for p in points]
+            )
+            for e in per_k.values():
+                e["codecs"][codec]["bd_rate_psnr"] = rate
         summary[name] = per_k
     return summary
+
+
+def bd_rate(rate_a, psnr_a, rate_b, psnr_b) -> float | None:
+    """Bjontegaard delta rate of curve a against curve b: the mean bytes a needs for the same PSNR,
+    relative to b's (-0.2: a needs 20% fewer), over the PSNR range both cover; log-rate fitted by
+    a polynomial in PSNR of degree up to 3 and integrated. None with fewer than 2 points or no overlap."""
+    n = min(len(rate_a), len(rate_b))
+    if n < 2:
+        return None
+    lo, hi = max(min(psnr_a), min(psnr_b)), min(max(psnr_a), max(psnr_b))
+    if not hi > lo:
+        return None
+    deg = min(3, n - 1)
+    pa = np.polyint(np.polyfit(psnr_a, np.log(rate_a), deg))
+    pb = np.polyint(np.polyfit(psnr_b, np.log(rate_b), deg))
+    mean_diff = ((np.polyval(pa, hi) - np.polyval(pa, lo)) - (np.polyval(pb, hi) - np.polyval(pb, lo))) / (hi - lo)
+    return float(np.exp(mean_diff) - 1)
 
 
 def paired_differences(result: BenchResult) -> list[dict[str, Any]]:
