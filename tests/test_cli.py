@@ -87,3 +87,25 @@ def test_demo_on_a_non_image_file(tiny_model_dir, tmp_path):
     bad.write_text("hello")
     result = run_cli("demo", bad, "--model", tiny_model_dir, "--out", tmp_path / "x.png")
     assert result.returncode == 2 and "not a readable image" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "lm-train"])
+def test_overrides_are_accepted_on_either_side_of_resume(command):
+    from vtok.cli import parse_args
+
+    args = parse_args([command, "runs/x", "optim.lr=0.1", "--resume", "threads=4", "log_every=2"])
+    assert args.resume and args.overrides == ["optim.lr=0.1", "threads=4", "log_every=2"]
+    with pytest.raises(SystemExit):
+        parse_args([command, "runs/x", "--resume", "--no-such-flag"])
+    with pytest.raises(SystemExit):
+        parse_args(["encode", "a.png", "-o", "b", "threads=4"])  # only train commands take overrides
+
+
+def test_encode_to_a_file_name_of_another_kind_is_refused_not_made_a_folder(tmp_path, capsys):
+    from conftest import run_cli
+
+    from vtok.demo import sample_images
+
+    code, out, err = run_cli(["encode", sample_images()[0], "-o", tmp_path / "x.png", "--tokens", "1"], capsys)
+    assert code == 2 and "x.png" in err and ".vtok" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()

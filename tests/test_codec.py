@@ -291,3 +291,28 @@ def test_mean_allocation_meets_the_mean_with_no_more_bits_than_a_fixed_k(coder_w
     assert decode_file(enc.data, tok)[0].shape == photo.shape
     with pytest.raises(vtok.ConfigError, match="allocation"):
         encode_image(photo, tok, ssim=0.2, allocation="greedy")
+
+
+def test_decoding_files_loads_a_model_folder_once_and_again_when_it_changes(
+    coder_with_prior, photo, tmp_path, monkeypatch
+):
+    import sys
+
+    compress_module = sys.modules["vtok.codec.compress"]  # the package's `compress` function shadows the module
+    folder = tmp_path / "model"
+    coder_with_prior.save_pretrained(folder)
+    data = encode_image(photo, coder_with_prior, tokens=3).data
+    loads = []
+    real_load = compress_module.load
+    monkeypatch.setattr(compress_module, "load", lambda name: loads.append(name) or real_load(name))
+    compress_module._load_cached.cache_clear()
+    for _ in range(3):
+        vtok.decompress(data, str(folder))
+    assert len(loads) == 1
+    prior = folder / "prior.safetensors"
+    prior.write_bytes(prior.read_bytes())  # a refitted prior: the same folder, a newer file
+    import os
+
+    os.utime(prior, ns=(prior.stat().st_atime_ns, prior.stat().st_mtime_ns + 10**9))
+    vtok.decompress(data, str(folder))
+    assert len(loads) == 2

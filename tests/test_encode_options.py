@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import vtok
@@ -171,3 +172,23 @@ def test_other_bad_flags_are_one_line_errors(flags, word, photo_file, tmp_path, 
 def test_mean_allocation_without_a_quality_target_is_refused_by_the_cli(photo_file, tmp_path, capsys):
     rc, _, stderr = _cli(["encode", photo_file, "-o", tmp_path / "y.vtok", "--allocation", "mean"], capsys)
     assert rc == 2 and "quality target" in stderr
+
+
+def test_messages_read_as_a_user_expects():
+    """One wording for a token count out of range, whole numbers for byte bounds, a hint for a typo."""
+    import vtok
+    from vtok.codec import EncodeOptions
+    from vtok.errors import ConfigError, TokenError
+    from vtok.train.config import load_config
+
+    with pytest.raises(ConfigError, match=r"must lie in 1\.\.1,073,741,824, got -5"):
+        EncodeOptions.from_kwargs(max_bytes=-5)
+    with pytest.raises(ConfigError, match=r"tokens per tile must lie in 1\.\.255, got 999"):
+        EncodeOptions.from_kwargs(tokens=999)
+    tok = vtok.create_tokenizer("ordered1d-tiny")
+    with pytest.raises(TokenError, match=r"tokens per tile must lie in 1\.\.8 for this model, got 100"):
+        tok.encode(torch.rand(1, 3, 32, 32), num_tokens=100)
+    with pytest.raises(TokenError, match="no tokens given"):
+        tok.decode(torch.zeros(1, 0, dtype=torch.float64))
+    with pytest.raises(ConfigError, match=r"did you mean optim\.steps\?"):
+        load_config(None, ["optim.stpes=3"])

@@ -138,6 +138,11 @@ def _outputs(files: list[Path], inputs: list[str], out: Path, suffix: str, singl
         )
     if out.exists() and not out.is_dir():
         raise VtokError(f"{out} exists and is not a folder")
+    file_like = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".vtok", ".json", ".npy"}
+    if not out.exists() and out.suffix.lower() in file_like - single_suffixes:
+        wanted = " or ".join(sorted(single_suffixes))
+        raise VtokError(f"{out} looks like a file name, but this command writes {wanted} files: name it *{wanted}, "
+                        "or give a folder")  # fmt: skip
     targets: list[Path] = []
     for path in files:
         root = next((Path(i) for i in inputs if Path(i).is_dir() and Path(i) in path.parents), None)
@@ -509,8 +514,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with `train` and `lm-train` overrides accepted on either side of their flags
+    (`vtok train RUN --resume threads=4`)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if isinstance(getattr(args, "overrides", None), list) and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.command == "bench":
         if len(args.models) < 2:
             _say("vtok: error: bench needs at least one model and then the image folder", err=True)

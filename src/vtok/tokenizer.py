@@ -218,6 +218,8 @@ class Tokenizer:
                 raise TokenError(f"tokens must be a rectangular array of integers ({e})") from e
         if not isinstance(tokens, torch.Tensor):
             raise TokenError(f"tokens must be a tensor of integer ids, got {type(tokens).__name__}")
+        if tokens.numel() == 0:
+            raise TokenError("no tokens given: an image needs at least 1 token")
         if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
             raise TokenError(f"tokens must have an integer dtype, got {tokens.dtype}")
         if tokens.ndim == 1:
@@ -237,7 +239,7 @@ class Tokenizer:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise TokenError(f"num_tokens must be an integer, got {k!r}")
         if not 1 <= k <= self.num_tokens:
-            raise TokenError(f"num_tokens must be between 1 and {self.num_tokens}, got {k}")
+            raise TokenError(f"tokens per tile must lie in 1..{self.num_tokens} for this model, got {k}")
         return int(k)
 
     # -- saving and loading ----------------------------------------------------------------

@@ -82,12 +82,13 @@ class Encoded:
         return ", ".join(parts)
 
 
-@functools.lru_cache(maxsize=4)
 def _stamp(folder: Path, names: tuple[str, ...]) -> tuple[float, ...]:
-    """Modification times of a model folder's files: part of the cache key, so a changed file reloads."""
-    return tuple((folder / name).stat().st_mtime if (folder / name).is_file() else 0.0 for name in names)
+    """Modification times of a model folder's files: part of the cache key, so a changed file
+    reloads (read on every call: a stat is cheap, a stale model is not)."""
+    return tuple((folder / name).stat().st_mtime_ns if (folder / name).is_file() else 0 for name in names)
 
 
+@functools.lru_cache(maxsize=4)
 def _load_cached(name: str, stamp: tuple[float, ...]) -> Tokenizer:
     return load(name)
 

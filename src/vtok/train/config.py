@@ -166,7 +166,11 @@ def _merge(base: dict[str, Any], new: dict[str, Any], prefix: str) -> None:
     for key, value in new.items():
         if key not in base:
             known = ", ".join(sorted(base))
-            raise ConfigError(f"unknown config key {prefix}{key!r}; known here: {known}")
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(base), n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise ConfigError(f"unknown config key {prefix}{key}{hint} (known here: {known})")
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {prefix}{key} is a section or mapping, not a value")
