@@ -645,3 +645,42 @@ def test_temporary_siblings_left_by_a_kill_are_removed_on_the_next_write(tmp_pat
     assert not any(p.exists() for p in stale)
     assert fresh.exists() and other.exists()
     assert (tmp_path / "x.vtok").read_bytes() == b"data"
+
+
+def test_a_very_wide_file_decodes_in_strips_of_bounded_width(tiny, monkeypatch):
+    """Memory must not grow with the width: blending works on strips of at most STRIP_WIDTH
+    columns, and `vtok decode`'s PNG of an image wider than one strip goes through a spool file.
+    The pixels are those of the whole-image decode."""
+    import io
+    import sys
+
+    from vtok.codec import tiling
+    from vtok.codec.format import VtokFile, write_file
+
+    compress_module = sys.modules["vtok.codec.compress"]
+    monkeypatch.setattr(tiling, "STRIP_WIDTH", 200)  # several strips without a huge test file
+    layout = tiling.TileLayout(1000, 40, tiny.image_size, 8)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, tiny.codebook_size, (layout.count, tiny.num_tokens))
+    counts = rng.integers(1, tiny.num_tokens + 1, layout.count)
+    from vtok.codec.entropy import pack_tokens
+
+    data = write_file(
+        VtokFile(0, tiny.weights_id(), 1000, 40, 8, counts, pack_tokens(tokens, counts, tiny.codebook_size)),
+        tile=tiny.image_size,
+    )
+    widths = []
+    real_blend = compress_module.blend_bands
+    monkeypatch.setattr(
+        compress_module,
+        "blend_bands",
+        lambda rows, lay, strip=None: widths.append(strip.x1 - strip.x0) or real_blend(rows, lay, strip),
+    )
+    monkeypatch.setattr(compress_module, "strips", lambda lay: tiling.strips(lay, 200))
+    image, _ = compress_module.decode_file(data, tiny)
+    assert len(widths) > 3 and max(widths) <= 200
+    png, _ = compress_module.decode_to_png(data, tiny)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), image)
+    monkeypatch.setattr(compress_module, "strips", lambda lay: tiling.strips(lay, 10**9))
+    whole, _ = compress_module.decode_file(data, tiny)
+    assert np.array_equal(whole, image)

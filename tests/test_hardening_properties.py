@@ -31,7 +31,7 @@ from vtok.codec import decode_file, decompress, encode_image, read_tokens
 from vtok.codec.compress import decode_to_png
 from vtok.codec.format import CODINGS, VtokFile, read_file, write_file
 from vtok.codec.prior import TokenPrior, symbol_alphabets
-from vtok.codec.tiling import TileLayout, blend_bands, blend_tiles, check_budget, tile_rows
+from vtok.codec.tiling import TileLayout, blend_bands, blend_tiles, check_budget, strips, tile_rows
 from vtok.demo import sample_images
 from vtok.images import MAX_PIXELS_PER_BYTE, image_size, load_image
 
@@ -181,6 +181,21 @@ def test_banded_blending_is_bit_identical_to_blending_whole(w, h, tile, overlap)
     assert np.array_equal(blend_tiles(tiles, layout), whole)
     bands = list(blend_bands(tile_rows(tiles, layout), layout))
     assert len(bands) == layout.ny and all(b.shape[0] <= tile for b in bands)
+    # Strips of a few tiles' width (what decoding a wide image does) make the same pixels
+    for width in (1, 2 * tile, 3 * tile + 5):
+        out = np.zeros_like(whole)
+        parts = strips(layout, max_width=width)
+        assert parts[0].x0 == 0 and parts[-1].x1 == w and all(a.x1 == b.x0 for a, b in zip(parts, parts[1:]))
+        for strip in parts:
+            rows = (
+                [tiles[r * layout.nx + strip.columns.start : r * layout.nx + strip.columns.stop]]
+                for r in range(layout.ny)
+            )
+            y = 0
+            for band in blend_bands(rows, layout, strip):
+                out[y : y + len(band), strip.x0 : strip.x1] = band
+                y += len(band)
+        assert np.array_equal(out, whole), width
 
 
 def _blend_whole(tiles: torch.Tensor, layout: TileLayout) -> np.ndarray:

@@ -64,7 +64,9 @@ def run_demo(
             }
             rows.append(row)
             sheet_rows[i].append(tensor_to_pil(recon[i]))
-            sheet_labels[i].append(f"{k} token{'s' if k != 1 else ''}, {row['bytes']:.0f} B\n{row['psnr']:.1f} dB, SSIM {row['ssim']:.2f}")
+            sheet_labels[i].append(
+                f"{k} token{'s' if k != 1 else ''}, {row['bytes']:.0f} B\n{row['psnr']:.1f} dB, SSIM {row['ssim']:.2f}"
+            )
     rows.sort(key=lambda r: (r["image"], r["k"]))
     title = f"vtok {tok.name}: {tok.image_size}x{tok.image_size}, {tok.bits_per_token:.1f} bits per token; any prefix decodes"
     sheet = image_sheet(sheet_rows, sheet_labels, title=title, cell=max(tok.image_size, 128))

@@ -10,8 +10,10 @@ common k whose file fits.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from .format import CODINGS, VtokFile, decode_payload, peek_header, read_file, t
 from .lm_coding import lm_encode
 from .options import EncodeOptions
 from .search import search_tokens
-from .tiling import TileLayout, blend_bands, check_budget, split_tiles
+from .tiling import Strip, TileLayout, blend_bands, check_budget, split_tiles, strips
 
 LM_CODING = 2  # range coding under a token LM (format version 3)
 CODE_OF = {**CODING_NAMES, "lm": LM_CODING}
@@ -605,20 +607,22 @@ def decode_bands(
     lm=None,
     *,
     max_pixels: int = MAX_PIXELS,
-) -> tuple[VtokFile, Iterator[np.ndarray]]:
-    """The parsed file and its pixels as (h, W, 3) uint8 bands, top to bottom, decoded one row of
-    tiles at a time: the file is checked whole (and against `max_pixels`) before the first band,
-    and memory stays that of one row of tiles, however many rows the image has."""
+) -> tuple[VtokFile, Iterator[tuple[Strip, Iterator[np.ndarray]]]]:
+    """The parsed file and its pixels, strip by strip (tiling.strips: columns x0..x1, at most
+    STRIP_WIDTH wide), each as (h, x1 - x0, 3) uint8 bands top to bottom, decoded one row of the
+    strip's tiles at a time: the file is checked whole (and against `max_pixels`) before the
+    first band, and the working set is that of one strip's row of tiles, whatever the image's
+    width and height."""
     tok, f, tokens = _read(data, model, lm, max_pixels)
     layout = TileLayout(f.width, f.height, tok.image_size, f.overlap)
     ids, counts = torch.from_numpy(tokens), torch.from_numpy(f.counts)
 
-    def rows() -> Iterator[Iterator[torch.Tensor]]:
+    def rows(strip: Strip) -> Iterator[Iterator[torch.Tensor]]:
         for r in range(layout.ny):
-            row = slice(r * layout.nx, (r + 1) * layout.nx)
+            row = slice(r * layout.nx + strip.columns.start, r * layout.nx + strip.columns.stop)
             yield _decoded_batches(tok, ids[row], counts[row])
 
-    return f, blend_bands(rows(), layout)
+    return f, ((strip, blend_bands(rows(strip), layout, strip)) for strip in strips(layout))
 
 
 DECODE_BATCH_PIXELS = 1 << 18  # tiles decoded at once: 16 of 128x128, 256 of 32x32 (a bounded working set)
@@ -643,12 +647,13 @@ def decode_file(
     """(H, W, 3) uint8 and the parsed file. `model`: None finds the shipped model the file names;
     `lm` likewise for an LM-coded file. `max_pixels` bounds the work a file may order
     (check_budget), checked before any decoding."""
-    f, bands = decode_bands(data, model, lm, max_pixels=max_pixels)
+    f, parts = decode_bands(data, model, lm, max_pixels=max_pixels)
     out = np.empty((f.height, f.width, 3), dtype=np.uint8)
-    y = 0
-    for band in bands:
-        out[y : y + len(band)] = band
-        y += len(band)
+    for strip, bands in parts:
+        y = 0
+        for band in bands:
+            out[y : y + len(band), strip.x0 : strip.x1] = band
+            y += len(band)
     return out, f
 
 
@@ -660,8 +665,40 @@ def decode_to_png(
     max_pixels: int = MAX_PIXELS,
 ) -> tuple[bytes, VtokFile]:
     """A .vtok file decoded straight into PNG bytes, band by band: the whole image is never held
-    uncompressed (what `vtok decode` writes). Rows use PNG's Sub filter, compressed at zlib level 6."""
-    f, bands = decode_bands(_file_bytes(data), model, lm, max_pixels=max_pixels)
+    uncompressed in memory (what `vtok decode` writes): an image wider than one strip is decoded
+    strip by strip into a temporary file, 3 bytes a pixel, and compressed from there row by row.
+    Rows use PNG's Sub filter, compressed at zlib level 6."""
+    f, parts = decode_bands(_file_bytes(data), model, lm, max_pixels=max_pixels)
+    with tempfile.TemporaryFile() as spool:
+        return _png_from_bands(f, _row_bands(f, parts, spool)), f
+
+
+def _row_bands(f: VtokFile, parts, spool) -> Iterator[np.ndarray]:
+    """Full-width (h, W, 3) bands, top to bottom: straight from a single strip, else through `spool`."""
+    parts = iter(parts)
+    first = next(parts)
+    rest = list(itertools.islice(parts, 1))
+    if not rest:  # one strip: its bands are the rows
+        yield from first[1]
+        return
+    row_bytes = f.width * 3
+    fd = spool.fileno()
+    for strip, bands in itertools.chain([first], rest, parts):
+        y = 0
+        for band in bands:
+            for i in range(len(band)):
+                os.pwrite(fd, band[i].tobytes(), (y + i) * row_bytes + strip.x0 * 3)
+            y += len(band)
+    step = max(1, SPOOL_READ_BYTES // row_bytes)
+    for y in range(0, f.height, step):
+        n = min(step, f.height - y)
+        yield np.frombuffer(os.pread(fd, n * row_bytes, y * row_bytes), dtype=np.uint8).reshape(n, f.width, 3)
+
+
+SPOOL_READ_BYTES = 1 << 22  # rows read back from the spool at once
+
+
+def _png_from_bands(f: VtokFile, bands: Iterator[np.ndarray]) -> bytes:
     z = zlib.compressobj(6)
     pieces, crc = [], zlib.crc32(b"IDAT")
     for band in bands:
@@ -679,7 +716,7 @@ def decode_to_png(
 
     header = chunk(b"IHDR", struct.pack(">IIBBBBB", f.width, f.height, 8, 2, 0, 0, 0))  # 8-bit RGB, no interlace
     idat = [struct.pack(">I", size), b"IDAT", *pieces, struct.pack(">I", crc)]  # joined once: no growing copies
-    return b"".join([b"\x89PNG\r\n\x1a\n", header, *idat, chunk(b"IEND", b"")]), f
+    return b"".join([b"\x89PNG\r\n\x1a\n", header, *idat, chunk(b"IEND", b"")])
 
 
 def _file_bytes(data: bytes | str | os.PathLike) -> bytes:

@@ -5,9 +5,10 @@ grid. Decoded tiles are blended with weights that ramp linearly across each shar
 (1 inside a tile, falling to 0 at its edge where a neighbour takes over), which hides the seams
 that independent tiles would otherwise show. The result is cropped to the exact original size.
 
-Blending goes one row of tiles at a time (:func:`blend_bands`): only S rows of the image are held
-in floating point at once, so the memory a decode needs grows with the image's width, never with
-its number of tile rows.
+Blending goes one row of tiles at a time (:func:`blend_bands`), and a wide image is blended in
+vertical strips of at most STRIP_WIDTH pixels (:func:`strips`), each from the tiles that overlap
+it: only S rows of one strip are held in floating point at once, so the memory a decode needs is
+bounded whatever the image's width and height. Pixels are bit-identical to a whole-image blend.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import torch
 
 from ..errors import LimitError
 
-__all__ = ["TileLayout", "split_tiles", "blend_tiles", "blend_bands", "check_budget"]
+__all__ = ["TileLayout", "Strip", "split_tiles", "blend_tiles", "blend_bands", "check_budget", "strips"]
+
+STRIP_WIDTH = 4096  # pixels of output columns blended at once: 16 * S * 4096 bytes of floats (8 MB at S = 128)
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,40 @@ def _ramp(size: int, overlap: int, fade_start: bool, fade_end: bool) -> torch.Te
     return w
 
 
-def blend_bands(rows: Iterable[Iterable[torch.Tensor]], layout: TileLayout) -> Iterator[np.ndarray]:
+@dataclass(frozen=True)
+class Strip:
+    """Output columns x0..x1 of the image and the tile columns that overlap them."""
+
+    x0: int
+    x1: int
+    columns: range
+
+
+def strips(layout: TileLayout, max_width: int = STRIP_WIDTH) -> list[Strip]:
+    """The image's columns cut at tile strides into strips of at most about `max_width` pixels
+    (at least one tile stride each); one strip when the image is that narrow."""
+    st, nx = layout.stride, layout.nx
+    per = max(1, max_width // st)  # tile columns whose stride-wide blocks one strip outputs
+    out = []
+    for c0 in range(0, nx, per):
+        c1 = min(nx, c0 + per)
+        x0, x1 = c0 * st, layout.width if c1 == nx else c1 * st
+        first = c0 - 1 if c0 > 0 and layout.overlap > 0 else c0  # the left neighbour reaches in by `overlap`
+        out.append(Strip(x0, x1, range(first, c1)))
+    return out
+
+
+def blend_bands(
+    rows: Iterable[Iterable[torch.Tensor]], layout: TileLayout, strip: Strip | None = None
+) -> Iterator[np.ndarray]:
     """Tile rows in, image rows out. `rows` gives, for each of the layout's ny tile rows in order,
-    its tiles left to right as batches of (n, 3, S, S) in [0, 1]; yields (h, W, 3) uint8 bands,
-    top to bottom, that together make the (H, W, 3) image. Holds 16 * S * W bytes of floats at
-    once, whatever the number of tile rows; pixels are bit-identical to :func:`blend_tiles`."""
+    the tiles of `strip.columns` (default: all) left to right as batches of (n, 3, S, S) in [0, 1];
+    yields (h, x1 - x0, 3) uint8 bands, top to bottom, that together make columns x0..x1 of the
+    (H, W, 3) image. Holds 16 * S * (x1 - x0) bytes of floats at once, whatever the number of tile
+    rows; pixels are bit-identical to :func:`blend_tiles`."""
     s, st, o = layout.tile, layout.stride, layout.overlap
-    width, height = layout.width, layout.height
+    strip = strip or Strip(0, layout.width, range(layout.nx))
+    x_lo, width, height = strip.x0, strip.x1 - strip.x0, layout.height
     carry_acc, carry_w = torch.zeros(3, 0, width), torch.zeros(1, 0, width)
     for r, batches in enumerate(rows):
         if r >= layout.ny:
@@ -109,18 +139,19 @@ def blend_bands(rows: Iterable[Iterable[torch.Tensor]], layout: TileLayout) -> I
         acc, weight = torch.zeros(3, band_h, width), torch.zeros(1, band_h, width)
         acc[:, : carry_acc.shape[1]], weight[:, : carry_w.shape[1]] = carry_acc, carry_w
         wy = _ramp(s, o, r > 0, r < layout.ny - 1)[:band_h]
-        c = 0
+        c = strip.columns.start
         for batch in batches:
             for tile in batch.float().cpu():
-                x0 = c * st
-                x1 = min(x0 + s, width)
-                wx = _ramp(s, o, c > 0, c < layout.nx - 1)[: x1 - x0]
-                w = wy[:, None] * wx[None, :]
-                acc[:, :, x0:x1] += tile[:, :band_h, : x1 - x0] * w
-                weight[:, :, x0:x1] += w
+                t0 = c * st  # the tile's first column in the image
+                lo, hi = max(t0, x_lo), min(t0 + s, strip.x1)
+                if hi > lo:
+                    wx = _ramp(s, o, c > 0, c < layout.nx - 1)[lo - t0 : hi - t0]
+                    w = wy[:, None] * wx[None, :]
+                    acc[:, :, lo - x_lo : hi - x_lo] += tile[:, :band_h, lo - t0 : hi - t0] * w
+                    weight[:, :, lo - x_lo : hi - x_lo] += w
                 c += 1
-        if c != layout.nx:
-            raise ValueError(f"tile row {r} has {c} tiles, the layout {layout.nx}")
+        if c != strip.columns.stop:
+            raise ValueError(f"tile row {r} has {c - strip.columns.start} tiles, the strip {len(strip.columns)}")
         final = band_h if r == layout.ny - 1 else st  # the rest is shared with the next row
         out = acc[:, :final] / weight[:, :final].clamp_min(1e-8)
         yield (out.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
