@@ -185,6 +185,23 @@ def test_compress_decompress_round_trip(client, photo):
     assert client.post("/api/compress?tokens=2&coding=bitpack", content=photo).headers["x-vtok-coding"] == "bitpack"
 
 
+def test_compress_with_search_and_a_coded_size(client, photo):
+    small = png_bytes(Image.open(io.BytesIO(photo)).convert("RGB").resize((128, 128)))
+    plain = client.post("/api/compress?tokens=8", content=small)
+    searched = client.post("/api/compress?tokens=8&effort=1", content=small)
+    assert searched.status_code == 200 and plain.status_code == 200
+    assert _png(client.post("/api/decompress", content=searched.content)).size == (128, 128)
+    half = client.post("/api/compress?tokens=8&scale=0.5", content=photo)
+    assert (
+        half.status_code == 200
+        and _png(client.post("/api/decompress", content=half.content)).size == Image.open(io.BytesIO(photo)).size
+    )
+    assert_error(client.post("/api/compress?tokens=8&effort=9", content=small), 422)
+    assert_error(client.post("/api/compress?tokens=8&scale=huge", content=small), 422)
+    big = png_bytes(Image.new("RGB", (1200, 900), (90, 120, 150)))
+    assert_error(client.post("/api/compress?tokens=2&effort=1", content=big), 413)
+
+
 def _png(response) -> Image.Image:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"

@@ -233,3 +233,42 @@ def test_encode_reports_bytes_tokens_and_the_quality_reached(tmp_path, capsys):
     reference = torch.from_numpy(_photo((128, 128))).permute(2, 0, 1)[None].float() / 255
     recon = torch.from_numpy(np.asarray(decoded)).permute(2, 0, 1)[None].float() / 255
     assert abs(float(vtok.metrics.psnr(recon, reference)) - enc.psnr) < 0.05
+
+
+def test_resolution_is_a_coding_choice(tiny_model_dir):
+    """scale codes a smaller (or larger) copy and the file keeps the size to show; "auto" picks the
+    size that decodes closest to the original within a byte budget, never worse than full size."""
+    import vtok.codec
+    from vtok.codec.format import read_file
+    from vtok.errors import ConfigError
+
+    tok = vtok.load(tiny_model_dir)
+    image = _photo((140, 90))  # 140 wide, 90 high
+    half = vtok.codec.encode_image(image, tok, tokens=4, scale=0.5)
+    full = vtok.codec.encode_image(image, tok, tokens=4, scale=1.0)
+    f = read_file(half.data, tok.image_size, tok.num_tokens)
+    assert f.display == (140, 90) and (f.width, f.height) == (70, 45) and half.coded_size == (70, 45)
+    assert len(half.data) < len(full.data) and half.tiles < full.tiles
+    assert vtok.decompress(half.data, tok).size == (140, 90)
+    budget = len(full.data)
+    auto = vtok.codec.encode_image(image, tok, max_bytes=budget)
+    at_full = vtok.codec.encode_image(image, tok, max_bytes=budget, scale=1.0)
+    assert len(auto.data) <= budget and auto.psnr >= at_full.psnr - 1e-9
+    assert np.asarray(vtok.decompress(auto.data, tok)).shape == (90, 140, 3)
+    for bad in (0, -1, 5, "big", True):
+        with pytest.raises(ConfigError):
+            vtok.codec.encode_image(image, tok, tokens=2, scale=bad)
+    with pytest.raises(ConfigError, match="max_bytes"):
+        vtok.codec.encode_image(image, tok, tokens=2, scale="auto")
+
+
+def test_a_display_size_over_the_limit_is_refused_before_decoding(tiny_model_dir):
+    import vtok.codec
+    from vtok.codec.format import read_file, write_file
+
+    tok = vtok.load(tiny_model_dir)
+    data = vtok.codec.encode_image(_photo((90, 140)), tok, tokens=2, scale=0.5).data
+    f = read_file(data, tok.image_size, tok.num_tokens)
+    f.display = (1 << 20, 1 << 20)
+    with pytest.raises(vtok.LimitError, match="shown at"):
+        vtok.decompress(write_file(f, tile=tok.image_size), tok)

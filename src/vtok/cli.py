@@ -156,6 +156,15 @@ def _outputs(files: list[Path], inputs: list[str], out: Path, suffix: str, singl
     return targets
 
 
+def _scale(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+
+
 def _encode_options(args: argparse.Namespace):
     from .codec import EncodeOptions
 
@@ -169,6 +178,7 @@ def _encode_options(args: argparse.Namespace):
         allocation=args.allocation,
         overlap=args.overlap,
         effort=args.effort,
+        scale=args.scale,
     )
 
 
@@ -434,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="0: the encoder's tokens (fast); 1-3: tokens searched through the decoder, better per byte, "
         "seconds per tile (see the README)",
+    )
+    en.add_argument(
+        "--scale",
+        type=_scale,
+        default=None,
+        help="code the image at this multiple of its size and show it at its own (0.5: half as wide and high), "
+        "or 'auto' (the default with --max-bytes): the size that looks best within the budget",
     )
     _max_pixels_option(en)
     en.set_defaults(func=_cmd_encode)

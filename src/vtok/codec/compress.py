@@ -9,6 +9,7 @@ common k whose file fits.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
@@ -65,6 +66,7 @@ class Encoded:
     psnr: float | None = None  # what the file decodes to, against the original (measure=True)
     ssim: float | None = None
     options: EncodeOptions | None = None
+    coded_size: tuple[int, int] | None = None  # the size it was coded at, when smaller than width x height
 
     @property
     def tiles(self) -> int:
@@ -77,6 +79,8 @@ class Encoded:
     def summary(self) -> str:
         """One line: bytes, tiles, tokens, the quality reached, the tiles that missed the target."""
         parts = [f"{len(self.data)} bytes", f"{self.tiles} tile(s)", f"{self.num_tokens} tokens"]
+        if self.coded_size is not None:
+            parts.append(f"coded at {self.coded_size[0]}x{self.coded_size[1]}")
         if self.psnr is not None and self.ssim is not None:
             parts.append(f"PSNR {self.psnr:.2f} dB, SSIM {self.ssim:.3f}")
         if self.unmet_tiles:
@@ -298,8 +302,66 @@ def encode_image(
     if isinstance(image, (str, os.PathLike)):  # the budget from the header, before any pixel is decoded
         check_budget(TileLayout(*image_size(image, max_pixels=max_pixels), s, overlap), max_pixels)
     array = _as_array(image, max_pixels)
+    check_budget(TileLayout(array.shape[1], array.shape[0], s, overlap), max_pixels)
+    scale = options.scale if options.scale is not None else "auto" if options.target == "max_bytes" else 1.0
+    if scale == "auto":
+        return _encode_best_scale(tok, array, options, coding, overlap, lm, progress, measure, max_pixels)
+    if scale > 1:
+        coded = TileLayout(round(array.shape[1] * scale), round(array.shape[0] * scale), s, overlap)
+        check_budget(coded, max_pixels)
+    return _encode_array(tok, array, options, coding, overlap, lm, progress, measure, float(scale))
+
+
+# Coded sizes tried by scale="auto" (of each side), largest first: below 1 as long as the long side
+# keeps a tile; above 1 when the budget buys more tokens than the image at its own size can use
+# (each tile then covers less of the picture).
+SCALES = (2.0, 3 / 2, 1.0, 3 / 4, 1 / 2, 3 / 8, 1 / 4, 3 / 16, 1 / 8)
+
+
+def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.LANCZOS))
+
+
+def _encode_best_scale(tok, array, options, coding, overlap, lm, progress, measure, max_pixels) -> Encoded:
+    """Resolution as a coding choice: the coded size (of SCALES) whose file, within the byte budget
+    and brought back to the original size, is closest to the original (PSNR). Chosen with the plain
+    encoder; a search (effort > 0) then runs at the chosen size only."""
+    h, w = array.shape[:2]
+    best: tuple[float, float] | None = None
+    first_error: VtokError | None = None
+    plain = dataclasses.replace(options, effort=0, scale=None)
+    for f in SCALES:
+        if f < 1 and max(w, h) * f < tok.image_size:
+            break
+        if f > 1:
+            coded = TileLayout(round(w * f), round(h * f), tok.image_size, overlap)
+            if coded.work > max_pixels or coded.width * coded.height > max_pixels:
+                continue
+        try:
+            enc = _encode_array(tok, array, plain, coding, overlap, lm, False, True, f)
+        except VtokError as e:  # this size cannot fit the budget
+            first_error = first_error or e
+            continue
+        assert enc.psnr is not None
+        if best is None or enc.psnr > best[0]:
+            best = (enc.psnr, f)
+    if best is None:
+        assert first_error is not None
+        raise first_error
+    return _encode_array(tok, array, options, coding, overlap, lm, progress, measure, best[1])
+
+
+def _encode_array(tok, original, options, coding, overlap, lm, progress, measure, scale: float) -> Encoded:
+    """Encode an (H, W, 3) uint8 image, coded at `scale` times its size (shown at its own size)."""
+    s = tok.image_size
+    height, width = original.shape[:2]
+    display = None
+    array = original
+    if scale != 1.0:
+        coded = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if coded != (width, height):
+            array, display = _resize(original, coded), (width, height)
     layout = TileLayout(array.shape[1], array.shape[0], s, overlap)
-    check_budget(layout, max_pixels)
     tiles = split_tiles(array, layout)  # (T, 3, S, S)
     # A search keeps every prefix good when the lengths are still to be chosen (no target, a quality
     # target); for a token count or a byte budget it runs once that length is known (below).
@@ -326,7 +388,7 @@ def encode_image(
     ids_np = ids.cpu().numpy()
 
     def build(c: np.ndarray) -> bytes:
-        return _build_file(tok, code, layout, overlap, c, ids_np, lm)
+        return _build_file(tok, code, layout, overlap, c, ids_np, lm, display)
 
     if options.target == "max_bytes":
         assert options.value is not None
@@ -346,10 +408,22 @@ def encode_image(
         counts = torch.full((layout.count,), lo, dtype=torch.long)
         if options.effort and lo < tok.num_tokens:  # search at the length that fits, keep it if it still fits
             searched = _encode_tiles(tok, tiles, progress, options.effort, counts).cpu().numpy()
-            if len(_build_file(tok, code, layout, overlap, np.full(layout.count, lo), searched, lm)) <= max_bytes:
+            if (
+                len(_build_file(tok, code, layout, overlap, np.full(layout.count, lo), searched, lm, display))
+                <= max_bytes
+            ):
                 ids_np, ids = searched, torch.from_numpy(searched)
     counts_np = counts.cpu().numpy().astype(np.int64)
-    enc = Encoded(build(counts_np), layout.width, layout.height, counts_np, coding, unmet, options=options)
+    enc = Encoded(
+        build(counts_np),
+        width,
+        height,
+        counts_np,
+        coding,
+        unmet,
+        options=options,
+        coded_size=display and (layout.width, layout.height),
+    )
     if measure:
         ids_t, counts_t = ids.cpu(), torch.from_numpy(counts_np)
         rows = (
@@ -359,7 +433,9 @@ def encode_image(
             for r in range(layout.ny)
         )
         recon = np.concatenate(list(blend_bands(rows, layout)), axis=0)  # one row of tiles in floats at a time
-        enc.psnr, enc.ssim = _measure(recon, array)
+        if display is not None:
+            recon = _resize(recon, display)
+        enc.psnr, enc.ssim = _measure(recon, original)
     return enc
 
 
@@ -423,11 +499,19 @@ def _encode_tiles(
 
 
 def _build_file(
-    tok: Tokenizer, code: int, layout: TileLayout, overlap: int, counts: np.ndarray, tokens: np.ndarray, lm=None
+    tok: Tokenizer,
+    code: int,
+    layout: TileLayout,
+    overlap: int,
+    counts: np.ndarray,
+    tokens: np.ndarray,
+    lm=None,
+    display: tuple[int, int] | None = None,
 ) -> bytes:
     prior_id = tok.prior.id() if code == ANS else _lm_id(lm) if code == LM_CODING else None
     payload = _payload(tok, code, tokens, counts, lm)
     f = VtokFile(code, tok.weights_id(), layout.width, layout.height, overlap, counts, payload, prior_id)
+    f.display = display
     if code == LM_CODING:
         f.token_bytes = token_check(tokens, counts)
     return write_file(f, tile=tok.image_size)
@@ -648,13 +732,18 @@ def decode_file(
     `lm` likewise for an LM-coded file. `max_pixels` bounds the work a file may order
     (check_budget), checked before any decoding."""
     f, parts = decode_bands(data, model, lm, max_pixels=max_pixels)
+    return _assemble(f, parts), f
+
+
+def _assemble(f: VtokFile, parts) -> np.ndarray:
+    """The strips' bands as one (H, W, 3) image, enlarged to the display size when coded smaller."""
     out = np.empty((f.height, f.width, 3), dtype=np.uint8)
     for strip, bands in parts:
         y = 0
         for band in bands:
             out[y : y + len(band), strip.x0 : strip.x1] = band
             y += len(band)
-    return out, f
+    return out if f.display is None else _resize(out, f.display)
 
 
 def decode_to_png(
@@ -669,8 +758,14 @@ def decode_to_png(
     strip by strip into a temporary file, 3 bytes a pixel, and compressed from there row by row.
     Rows use PNG's Sub filter, compressed at zlib level 6."""
     f, parts = decode_bands(_file_bytes(data), model, lm, max_pixels=max_pixels)
+    if f.display is not None:  # coded smaller, enlarged whole (the coded image is the smaller one)
+        image = _assemble(f, parts)
+        rows = max(1, SPOOL_READ_BYTES // (image.shape[1] * 3))
+        return _png_from_bands(
+            image.shape[1], image.shape[0], (image[y : y + rows] for y in range(0, len(image), rows))
+        ), f
     with tempfile.TemporaryFile() as spool:
-        return _png_from_bands(f, _row_bands(f, parts, spool)), f
+        return _png_from_bands(f.width, f.height, _row_bands(f, parts, spool)), f
 
 
 def _row_bands(f: VtokFile, parts, spool) -> Iterator[np.ndarray]:
@@ -698,7 +793,7 @@ def _row_bands(f: VtokFile, parts, spool) -> Iterator[np.ndarray]:
 SPOOL_READ_BYTES = 1 << 22  # rows read back from the spool at once
 
 
-def _png_from_bands(f: VtokFile, bands: Iterator[np.ndarray]) -> bytes:
+def _png_from_bands(width: int, height: int, bands: Iterator[np.ndarray]) -> bytes:
     z = zlib.compressobj(6)
     pieces, crc = [], zlib.crc32(b"IDAT")
     for band in bands:
@@ -714,7 +809,7 @@ def _png_from_bands(f: VtokFile, bands: Iterator[np.ndarray]) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", f.width, f.height, 8, 2, 0, 0, 0))  # 8-bit RGB, no interlace
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))  # 8-bit RGB, no interlace
     idat = [struct.pack(">I", size), b"IDAT", *pieces, struct.pack(">I", crc)]  # joined once: no growing copies
     return b"".join([b"\x89PNG\r\n\x1a\n", header, *idat, chunk(b"IEND", b"")])
 

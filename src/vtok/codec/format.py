@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, LimitError
 from ..images import MAX_PIXELS
 from .entropy import ans_decode, unpack_tokens
 from .lm_coding import lm_decode
@@ -52,7 +52,7 @@ SHIPPED_IDS: dict[int, tuple[bytes, int, bytes | None]] = {
     2: (bytes.fromhex("e7a54e00"), 0, None),  # the same, bit-packed
     3: (bytes.fromhex("e7a54e00"), 2, bytes.fromhex("8ca93517")),  # the same under the default token LM
 }
-_FLAG_SHIPPED, _FLAG_SIZE, _FLAG_RESERVED = 0x04, 0x08, 0xF0
+_FLAG_SHIPPED, _FLAG_SIZE, _FLAG_DISPLAY, _FLAG_RESERVED = 0x04, 0x08, 0x10, 0xE0
 MAX_SIDE = 1 << 20
 MAX_PAYLOAD = 1 << 30
 
@@ -72,6 +72,13 @@ class VtokFile:
     # so one checksum catches a corrupt payload and a decoder that computed other probabilities.
     tokens_crc: int | None = None  # as read; checked once the payload is decoded
     token_bytes: bytes = b""  # when writing: token_check(tokens, counts)
+    # Version 4: the size to show the image at, when it was coded smaller (resolution as a coding
+    # choice); None: width x height. Decoders enlarge the decoded image to it (Lanczos).
+    display: tuple[int, int] | None = None
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        return self.display or (self.width, self.height)
 
 
 @dataclass(frozen=True)
@@ -170,12 +177,16 @@ def write_file(f: VtokFile, tile: int | None = None) -> bytes:
     if CODINGS[f.coding].has_id and (f.prior_id is None or len(f.prior_id) != 4):
         raise FormatError("an ANS- or LM-coded file needs the 4-byte id of its prior or LM")
     if f.version == 3:
+        if f.display is not None:
+            raise FormatError("version 3 has no display size: write version 4")
         return _write_v3(f)
     if f.version != VERSION:
         raise FormatError(f"vtok writes format versions 3 and {VERSION}, not {f.version}")
     index = _shipped_index(f.model_id, f.coding, f.prior_id)
     one_tile = tile is not None and f.width == f.height == tile and len(f.counts) == 1
+    display = f.display if f.display is not None and f.display != (f.width, f.height) else None
     flags = f.coding | (_FLAG_SHIPPED if index is not None else 0) | (0 if one_tile else _FLAG_SIZE)
+    flags |= _FLAG_DISPLAY if display else 0
     body = bytearray(COMPACT_MAGIC) + bytes([flags])
     if index is not None:
         body.append(index)
@@ -183,6 +194,8 @@ def write_file(f: VtokFile, tile: int | None = None) -> bytes:
         body += f.model_id + (f.prior_id if CODINGS[f.coding].has_id and f.prior_id else b"")
     if not one_tile:
         body += encode_varint(f.width) + encode_varint(f.height) + encode_varint(f.overlap)
+    if display:
+        body += encode_varint(display[0]) + encode_varint(display[1])
     body += np.asarray(f.counts, dtype=np.uint8).tobytes()
     body += f.payload  # its length is what lies between the counts and the checksum
     return bytes(body) + _checksum(f, body)
@@ -242,8 +255,8 @@ def peek_header(data: bytes) -> Header:
     return Header(version, coding, data[6:10])
 
 
-def _compact_header(data: bytes) -> tuple[Header, bytes | None, bool, int]:
-    """A version-4 file's (header, prior or LM id, whether the size is written, where it ends)."""
+def _compact_header(data: bytes) -> tuple[Header, bytes | None, int, int]:
+    """A version-4 file's (header, prior or LM id, flags, where the header ends)."""
     if len(data) < 2 + 1 + 1 + 1 + 4:
         raise FormatError("file is truncated")
     flags = data[2]
@@ -254,23 +267,23 @@ def _compact_header(data: bytes) -> tuple[Header, bytes | None, bool, int]:
         entry = SHIPPED_IDS.get(data[3])
         if entry is None or entry[1] != coding:
             raise FormatError(f"this file names shipped model #{data[3]}, which this vtok does not know (newer?)")
-        return Header(4, coding, entry[0]), entry[2], bool(flags & _FLAG_SIZE), 4
+        return Header(4, coding, entry[0]), entry[2], flags, 4
     end = 3 + 4 + (4 if CODINGS[coding].has_id else 0)
     if len(data) < end + 1 + 4:
         raise FormatError("file is truncated")
     prior_id = data[7:11] if CODINGS[coding].has_id else None
-    return Header(4, coding, data[3:7]), prior_id, bool(flags & _FLAG_SIZE), end
+    return Header(4, coding, data[3:7]), prior_id, flags, end
 
 
 def _read_compact(data: bytes, tile: int, num_tokens: int, max_pixels: int) -> VtokFile:
-    header, prior_id, sized, start = _compact_header(data)
+    header, prior_id, flags, start = _compact_header(data)
     stored_crc = struct.unpack("<I", data[-4:])[0]
     lm_coded = CODINGS[header.coding].crc_covers_tokens  # checked after decoding (verify_tokens)
     if not lm_coded and stored_crc != zlib.crc32(data[:-4]):
         raise FormatError("checksum mismatch: the file is corrupt or truncated")
     r = _Reader(data[:-4])
     r.pos = start
-    if sized:
+    if flags & _FLAG_SIZE:
         width, height = r.varint("width", MAX_SIDE), r.varint("height", MAX_SIDE)
         if width < 1 or height < 1:
             raise FormatError(f"image size {width}x{height} is invalid")
@@ -282,6 +295,16 @@ def _read_compact(data: bytes, tile: int, num_tokens: int, max_pixels: int) -> V
         overlap = tile // 4
     layout = TileLayout(width, height, tile, overlap)
     check_budget(layout, max_pixels)
+    display = None
+    if flags & _FLAG_DISPLAY:
+        display = (r.varint("display width", MAX_SIDE), r.varint("display height", MAX_SIDE))
+        if min(display) < 1 or display == (width, height):
+            raise FormatError(f"display size {display[0]}x{display[1]} is invalid")
+        if display[0] * display[1] > max_pixels:
+            raise LimitError(
+                f"the image is shown at {display[0]}x{display[1]}, over the limit of {max_pixels:,} pixels: "
+                "raise it with --max-pixels N (max_pixels=N in Python) if you trust this input"
+            )
     counts = np.frombuffer(r.take(layout.count, "token counts"), dtype=np.uint8).astype(np.int64)
     if counts.min() < 1 or counts.max() > num_tokens:
         raise FormatError(f"token counts must lie in 1..{num_tokens}, got {counts.min()}..{counts.max()}")
@@ -297,6 +320,7 @@ def _read_compact(data: bytes, tile: int, num_tokens: int, max_pixels: int) -> V
         prior_id,
         4,
         stored_crc if lm_coded else None,
+        display=display,
     )
 
 

@@ -35,7 +35,9 @@ class EncodeOptions:
     encode_image takes as `lm`) or None (LM when one is given, else ANS when the model has a prior).
     overlap: pixels shared by neighbouring tiles, None for the model's default. effort: 0 (the
     encoder's own tokens) to 3 (tokens searched through the decoder for quality per byte, slower:
-    vtok.codec.search)."""
+    vtok.codec.search). scale: code the image at this multiple of its size (0.5: half as wide and
+    high) and show it at its own size (the file keeps both sizes), or "auto" to choose the size
+    that looks best within a byte budget; None: "auto" for max_bytes, else 1."""
 
     target: str | None = None
     value: float | None = None
@@ -43,11 +45,22 @@ class EncodeOptions:
     coding: str | None = None
     overlap: int | None = None
     effort: int = 0
+    scale: float | str | None = None
 
     def __post_init__(self) -> None:
         from .search import check_effort
 
         check_effort(self.effort)
+        if self.scale is not None:
+            if self.scale == "auto":
+                if self.target != "max_bytes":
+                    raise ConfigError("scale='auto' chooses the coded size for a byte budget: give max_bytes")
+            elif (
+                isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not 0.01 <= self.scale <= 1
+            ):
+                raise ConfigError(
+                    f"scale must be 'auto' or a number in 0.01..1 (the coded size's fraction), got {self.scale!r}"
+                )
         if (self.target is None) != (self.value is None):
             raise ConfigError("a target needs a value and a value needs a target")
         if self.target is not None:
@@ -101,7 +114,7 @@ class EncodeOptions:
         }
         if len(given) > 1:
             raise ConfigError(f"give at most one of {', '.join(TARGET_KINDS)} (got {', '.join(given)})")
-        unknown = set(rest) - {"allocation", "coding", "overlap", "effort"}
+        unknown = set(rest) - {"allocation", "coding", "overlap", "effort", "scale"}
         if unknown:
             raise ConfigError(f"unknown encode option(s): {', '.join(sorted(unknown))}")
         target, value = next(iter(given.items())) if given else (None, None)
@@ -115,4 +128,5 @@ class EncodeOptions:
             "coding": self.coding,
             "overlap": self.overlap,
             "effort": self.effort,
+            "scale": self.scale,
         }

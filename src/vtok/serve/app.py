@@ -50,6 +50,15 @@ IMAGE_BODY = {"content": {"image/*": {"schema": {"type": "string", "format": "bi
 VTOK_BODY = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 
 
+def _scale_param(text: str | None) -> float | str | None:
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ApiError(422, f"scale must be 'auto' or a number, got {text!r}") from None
+
+
 class ApiError(Exception):
     """A refusal with its status and one line for the client."""
 
@@ -371,6 +380,9 @@ def create_app(
             None, description="ans (under the model's prior), bitpack, or lm (under the server's token LM)"
         ),
         effort: int = Query(0, description="0: the encoder's tokens; 1-3: searched tokens, better per byte, slower"),
+        scale: str | None = Query(
+            None, description="code at this multiple of the size (e.g. 0.5), or 'auto' (default with max_bytes)"
+        ),
     ) -> Response:
         tok = tokenizer(model)
         options = EncodeOptions.from_kwargs(  # checked before the image is read
@@ -382,6 +394,7 @@ def create_app(
             allocation=allocation,
             coding=coding,
             effort=effort,
+            scale=_scale_param(scale),
         )
         if coding == "lm" and (lm is None or tok is not lm_tok):
             raise ApiError(422, "coding=lm needs a server started with --lm, and the model that LM decodes")
