@@ -4,6 +4,7 @@
     python scripts/previous_default.py data/default-v1 --version v1    # the 2-CPU real-photo model
     python scripts/previous_default.py data/default-v2 --version v2    # v1 with a sharper decoder
     python scripts/previous_default.py data/default-v3 --version v3    # v2 with truer colours
+    python scripts/previous_default.py data/default-v4 --version v4    # v3 with a pixel refinement
 
 v0 is the `default` vtok shipped before the real-photo recipe (commit 1b7d40c), what
 configs/default.yaml warm-starts from; v1 is what configs/default.yaml and
@@ -11,7 +12,8 @@ configs/default-finetune.yaml made (commit 2871a5b), what configs/default-decode
 warm-starts from; v2 is stage 3, v1 with configs/default-decoder.yaml's decoder (commit c602638),
 what configs/default-colours.yaml warm-starts from; v3 is stage 4, v2 blended with what
 configs/default-colours.yaml made (commit 238e1b3), what configs/default-refine.yaml warm-starts
-from. Read from this repository's git history, so this needs a git checkout.
+from; v4 is stage 5, v3 with configs/default-refine.yaml's decoder (commit 5668f54), what
+configs/default-encoder.yaml warm-starts from. Read from this repository's git history, so this needs a git checkout.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-VERSIONS = {"v0": "1b7d40c", "v1": "2871a5b", "v2": "c602638", "v3": "238e1b3"}
+VERSIONS = {"v0": "1b7d40c", "v1": "2871a5b", "v2": "c602638", "v3": "238e1b3", "v4": "5668f54"}
 FILES = ("config.json", "model.safetensors", "prior.safetensors")
 
 

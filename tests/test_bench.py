@@ -113,14 +113,10 @@ def test_model_is_labelled_by_the_folder_given(small_bench, tiny_model_dir, tmp_
 
     tok = vtok.load(tiny_model_dir)
     a, b = tmp_path / "a" / "model", tmp_path / "b" / "model"
-    # Same folder name twice: the paths as given; a Tokenizer object: its own name; a shipped name: as typed.
-    assert _unique_labels([tok, tok, tok, tok], [f"{a}/", str(b), tok, "default"]) == [
-        str(a),
-        str(b),
-        tok.name,
-        "default",
-    ]
-    assert _unique_labels([tok, tok], [str(a), str(a)]) == ["model #1", "model #2"]  # the same folder twice
+    # Runs exported to RUN/model: the run; a Tokenizer object: its own name; a shipped name: as typed.
+    assert _unique_labels([tok, tok, tok, tok], [f"{a}/", str(b), tok, "default"]) == ["a", "b", tok.name, "default"]
+    assert _unique_labels([tok, tok], [str(a), str(a)]) == ["a #1", "a #2"]  # the same folder twice
+    assert _unique_labels([tok], [str(a)]) == ["a"]  # a run's export, RUN/model, is named by its run
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "ordered1d-tiny" in out and "grid2d-tiny" in out
+    lms = out.split("pretrained token LMs")[1]
+    assert "default" in lms and "lm-tiny" in out  # the shipped LM and the LM architectures are listed too
 
 
 def test_demo_on_a_model_folder_and_given_images(tiny_model_dir, photo_dirs, tmp_path, capsys):

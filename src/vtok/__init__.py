@@ -6,9 +6,8 @@ tokens = tok.encode(images, num_tokens=k)  # int64 (B, k)
 images = tok.decode(tokens)                # any 1 <= k <= K, float (B, 3, S, S) in [0, 1]
 """
 
-__version__ = "0.1.0"
-
 from . import lm  # noqa: E402, F401 - vtok.lm, the token LM subpackage
+from ._version import __version__
 from .codec import EncodeOptions, compress, decompress, read_tokens  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,

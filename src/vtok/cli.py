@@ -357,6 +357,14 @@ def _cmd_list(args: argparse.Namespace) -> None:
     _say("pretrained (vtok.load):")
     for name in shipped_models():
         _say(f"  {name}")
+    from .lm import list_lms, shipped_lms
+
+    _say("token LM architectures (model.name in an lm-train config):")
+    for name in list_lms():
+        _say(f"  {name}")
+    _say("pretrained token LMs (vtok.lm.load, --lm):")
+    for name in shipped_lms():
+        _say(f"  {name}")
 
 
 def _pixels(text: str) -> int:
@@ -378,7 +386,7 @@ def _max_pixels_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     p = argparse.ArgumentParser(
         prog="vtok", description="Ordered 1D visual tokenizers: encode, decode any prefix, train, measure."

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import __version__
+from ._version import __version__
 from .errors import ImageError, ModelLoadError, TokenError, VtokError
 from .images import fit_square, load_image, pil_to_tensor, tensor_to_pil, to_rgb
 from .models import TokenizerModel

@@ -270,7 +270,11 @@ def _source_label(source: str | os.PathLike) -> str:
 
 
 def _last_part(path: str) -> str:
-    return Path(path).name or Path(path).resolve().name or path  # "." names the current folder
+    p = Path(path)
+    name = p.name or p.resolve().name or path  # "." names the current folder
+    if name == "model" and p.parent.name:  # a training run exports to RUN/model: the run names it
+        return p.parent.name
+    return name
 
 
 def _unique_labels(toks: list[Tokenizer], sources: list) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError, ModelLoadError, VtokError
 from .model import LMConfig, TokenLM
 

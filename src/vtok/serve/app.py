@@ -418,8 +418,7 @@ def create_app(
 
     @app.post(
         "/api/generate",
-        summary="Sample images from the token LM, each with its progressive strip (only with --lm)",
-        include_in_schema=lm is not None,
+        summary="Sample images from the token LM, each with its progressive strip (404 unless started with --lm)",
         openapi_extra={
             "requestBody": {"content": {"application/json": {"schema": GenerateRequest.model_json_schema()}}}
         },
