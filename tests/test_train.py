@@ -202,3 +202,41 @@ def test_every_shipped_config_loads(path):
 
     config = load_config(path, schema=LMTrainConfig if path.name.startswith("lm-") else vtok.train.TrainConfig)
     assert config.out_dir.startswith("runs/")
+
+
+def test_progress_shows_the_loss_from_the_first_step(photo_dirs, tmp_path, monkeypatch):
+    from vtok.progress import Progress
+
+    seen: list[tuple[int, dict]] = []
+    real = Progress.set_postfix
+    monkeypatch.setattr(Progress, "set_postfix", lambda self, **v: (seen.append((self.n, dict(v))), real(self, **v)))
+    Trainer(_cfg(photo_dirs, tmp_path / "r", "optim.steps=3", "log_every=100", "eval_every=100")).fit()
+    assert seen and seen[0][0] == 0 and "loss" in seen[0][1]  # set before the first step's tick, not at step 100
+
+
+def test_encoder_catch_up_trains_the_encoder_alone(photo_dirs, tmp_path):
+    """model.trainable=encoder: the decoder keeps init_from's weights bit for bit; the encoder moves."""
+    start = vtok.create_tokenizer("ordered1d-tiny")
+    start.save_pretrained(tmp_path / "start")
+    cfg = _cfg(photo_dirs, tmp_path / "r", "optim.steps=3", f"model.init_from={tmp_path / 'start'}",
+               "model.trainable=encoder", "amp_cpu=true")  # fmt: skip
+    trained = vtok.load(Trainer(cfg).fit())
+    before, after = start.model.state_dict(), trained.model.state_dict()
+    token_parts = trained.model.token_parts
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.split(".")[0] in token_parts for k in moved)
+    with pytest.raises(vtok.ConfigError, match="init_from"):
+        Trainer(_cfg(photo_dirs, tmp_path / "s", "model.trainable=encoder"))
+
+
+def test_exclude_sources_holds_whole_sources_out(photo_dirs, tmp_path):
+    train = tmp_path / "train"
+    for source in ("a", "b"):
+        (train / source).mkdir(parents=True)
+        for p in sorted(photo_dirs[0].rglob("*.jpg"))[:2]:
+            (train / source / p.name).write_bytes(p.read_bytes())
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"data.train_dir={train}", f"out_dir={tmp_path / 'r'}",
+                                                        "data.exclude_sources=[b]"])  # fmt: skip
+    assert {p.parent.name for p in Trainer(cfg).train_files} == {"a"}
+    with pytest.raises(vtok.ConfigError, match="list of names"):
+        load_config(None, ["data.exclude_sources=b"])

@@ -257,6 +257,8 @@ class TrainLoop:
                     if progress is not None:
                         progress.set_postfix(loss=f"{float(total.detach()):.4f}", items_s=f"{rate:.1f}")
                 if progress is not None:
+                    if self.step % s.log_every != 0 and self.step != s.steps:  # the loss from the first steps on
+                        progress.set_postfix(**{**progress.postfix, "loss": f"{float(total.detach()):.4f}"})
                     progress.update(1)
                 reason = self._stop_reason(started, max_seconds, requested)
                 last = self.step == s.steps
