@@ -240,3 +240,21 @@ def test_exclude_sources_holds_whole_sources_out(photo_dirs, tmp_path):
     assert {p.parent.name for p in Trainer(cfg).train_files} == {"a"}
     with pytest.raises(vtok.ConfigError, match="list of names"):
         load_config(None, ["data.exclude_sources=b"])
+
+
+def test_a_fine_tune_that_makes_held_out_photos_worse_warns(photo_dirs, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="vtok.train")
+    start = vtok.create_tokenizer("ordered1d-tiny")
+    start.save_pretrained(tmp_path / "start")
+    cfg = _cfg(photo_dirs, tmp_path / "r", "optim.steps=2", "eval_every=2", f"model.init_from={tmp_path / 'start'}")
+    trainer = Trainer(cfg)
+    assert trainer.task.held_out_psnr(trainer.model) < 99
+    trainer.task.start_psnr = 99.0  # as if the start were perfect: any run is worse than it
+    trainer.fit()
+    assert "fell from 99.00 dB" in caplog.text and "finetune-small.yaml" in caplog.text
+    caplog.clear()
+    Trainer(_cfg(photo_dirs, tmp_path / "s", "optim.steps=2", "eval_every=2", "optim.lr=1e-9",
+                 f"model.init_from={tmp_path / 'start'}")).fit()  # fmt: skip
+    assert "fell from" not in caplog.text  # a run that changes nothing does not warn

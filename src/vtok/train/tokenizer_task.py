@@ -9,6 +9,7 @@ the discriminator is updated after the tokenizer, on the same batch.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ from .loop import Distributed, append_csv
 from .losses import ReconstructionLoss
 
 __all__ = ["DataSettings", "TokenizerTask", "sample_prefix_lengths"]
+
+log = logging.getLogger("vtok.train")
+WORSE_BY_DB = 0.3  # held-out PSNR this far below the warm start's: a warning
 
 
 def sample_prefix_lengths(batch: int, num_tokens: int, full_prob: float, generator: torch.Generator) -> torch.Tensor:
@@ -80,6 +84,7 @@ class TokenizerTask:
         self.out_dir = Path(out_dir)
         self.generator = torch.Generator().manual_seed(data.seed * 7919 + env.rank)
         self.failed: set[Path] = set()
+        self.start_psnr: float | None = None  # held-out PSNR of a warm-started model before training
         self.discriminator: PatchDiscriminator | None = None
         self.train_model = env.wrap(model)
         if adversarial.weight > 0:
@@ -218,6 +223,30 @@ class TokenizerTask:
 
     # -- evaluation and export -----------------------------------------------------------------------
     @torch.no_grad()
+    def held_out_psnr(self, model: nn.Module) -> float | None:
+        """Mean held-out PSNR at full length of `model` (None without held-out images)."""
+        if self.val_images.numel() == 0:
+            return None
+        assert isinstance(model, TokenizerModel)
+        tok = Tokenizer(model, name=self.name)
+        images = self.val_images.to(self.env.device)
+        return float(psnr(tok.decode(tok.encode(images)), images).clamp(max=99).mean())
+
+    def _warn_if_worse(self, step: int, value: float) -> None:
+        """A fine-tune that makes held-out photos worse than where it started says so (lower optim.lr,
+        fewer steps, or configs/finetune-small.yaml for a small folder)."""
+        start = self.start_psnr
+        if start is not None and value < start - WORSE_BY_DB:
+            log.warning(
+                "held-out PSNR at full length fell from %.2f dB at the start to %.2f dB at step %d: this run is "
+                "making the model worse on photos it does not train on (for a small folder, try "
+                "configs/finetune-small.yaml, or lower optim.lr)",
+                start,
+                value,
+                step,
+            )
+
+    @torch.no_grad()
     def evaluate_and_export(self, ema: nn.Module, step: int, elapsed: float) -> dict[str, Any]:
         """EMA weights: held-out PSNR/SSIM at k = 1, 2, 4, ..., K, a sample sheet, and the export."""
         assert isinstance(ema, TokenizerModel)  # the loop's EMA is a copy of self.model
@@ -242,6 +271,7 @@ class TokenizerTask:
                 label.append(f"k={k}\n{float(per_image[i]):.1f} dB")
         if self.val_images.numel():
             append_csv(self.out_dir / "eval.csv", row)
+            self._warn_if_worse(step, row[f"psnr_k{tok.num_tokens}"])
         title = f"step {step}: original, then k = {', '.join(map(str, tok.prefix_lengths()))} tokens"
         save_image_atomic(image_sheet(columns, labels, title=title), self.out_dir / "samples" / f"step_{step:07d}.png")
         tok.save_pretrained(self.out_dir / "model")

@@ -178,6 +178,8 @@ class Trainer:
                 tmp.write_text(yaml.safe_dump(data, sort_keys=False))
             if self.unreadable:
                 log.warning("skipped %d unreadable image file(s), e.g. %s", len(self.unreadable), self.unreadable[0])
+        if self.config.model.init_from and self.env.is_main and self.task.start_psnr is None:  # to warn if worse
+            self.task.start_psnr = self.task.held_out_psnr(self.model)
         self.loop.run(resume=resume, max_seconds=max_seconds)
         if self.task.failed and self.env.is_main:
             self.unreadable += [str(p) for p in sorted(self.task.failed)]
