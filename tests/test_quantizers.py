@@ -79,3 +79,25 @@ def test_vq_gradient_reaches_input():
     out = q(z)
     (out.codes.sum() + out.aux_loss).backward()
     assert z.grad.abs().sum() > 0
+
+
+def test_the_quantizer_owns_the_token_digit_split():
+    """FSQ's code ids are its digits in mixed radix; Digits (what the prior, the coders and the LM use)
+    splits and joins them the same way, on numpy and torch alike."""
+    import numpy as np
+
+    from vtok.quantizers.digits import Digits
+    from vtok.quantizers.fsq import FSQ
+
+    fsq = FSQ([8, 5, 5, 3])
+    z = torch.randn(2, 7, 4) * 3
+    out = fsq.quantize(z)
+    digits = fsq.digits.split(out.indices)
+    assert digits.shape == (2, 7, 4) and torch.equal(fsq.digits.join(digits), out.indices)
+    # the digits are the rounded levels: codes = (digit - half) / half for each dimension
+    half = torch.tensor([4, 2, 2, 1])
+    assert torch.allclose(((digits - half) / half).float(), out.codes)
+    ids = np.arange(fsq.codebook_size)
+    split = Digits(fsq.symbol_alphabets()).split(ids)
+    assert np.array_equal(split, fsq.digits.split(torch.from_numpy(ids)).numpy())
+    assert np.array_equal(Digits([8, 5, 5, 3]).join(split), ids) and split.max(0).tolist() == [7, 4, 4, 2]

@@ -49,8 +49,7 @@ def _code(lm, counts: np.ndarray, num_tokens: int, coder, tokens: np.ndarray | N
     """Run the LM over every tile's prefix, coding (tokens given) or decoding (coder is a decoder)."""
     family = _constriction().stream.model.Categorical(perfect=False)
     out = np.zeros((len(counts), num_tokens), dtype=np.int64)
-    radix = lm.radix.cpu().numpy()
-    alphabets = np.asarray(lm.alphabets)
+    alphabets = lm.alphabets
     for start in range(0, len(counts), CHUNK):
         rows = np.arange(start, min(len(counts), start + CHUNK))
         length = int(counts[rows].max())
@@ -62,7 +61,7 @@ def _code(lm, counts: np.ndarray, num_tokens: int, coder, tokens: np.ndarray | N
             active = np.nonzero(counts[rows] > t)[0]
             every = len(active) == len(rows)
             u = stepper.step(chunk[:, t - 1] if t else None)
-            digits = (chunk[:, t, None] // radix) % alphabets  # (B, D); decoding fills it digit by digit
+            digits = lm.digits.split(chunk[:, t])  # (B, D); decoding fills it digit by digit
             for j in range(len(alphabets)):
                 probs = _digit_probs(stepper, u, j)
                 if not every:
@@ -74,7 +73,7 @@ def _code(lm, counts: np.ndarray, num_tokens: int, coder, tokens: np.ndarray | N
                 if j + 1 < len(alphabets):
                     u = stepper.add_digit(u, digits[:, j], j)
             if tokens is None:
-                chunk[active, t] = (digits[active] * radix).sum(1)
+                chunk[active, t] = lm.digits.join(digits[active])
         out[rows, :length] = chunk
     keep = np.arange(num_tokens)[None, :] < counts[:, None]
     return np.where(keep, out, 0)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError, TokenError
+from ..quantizers.digits import Digits
 
 __all__ = ["TokenPrior", "symbol_alphabets", "tokens_to_symbols", "symbols_to_tokens"]
 
@@ -25,23 +26,12 @@ def symbol_alphabets(quantizer) -> list[int]:
 
 
 def tokens_to_symbols(tokens: np.ndarray, alphabets: list[int]) -> np.ndarray:
-    """(N,) token ids -> (N, D) digits, least significant first (FSQ's mixed radix)."""
-    tokens = np.asarray(tokens, dtype=np.int64)
-    out = np.empty((tokens.shape[0], len(alphabets)), dtype=np.int64)
-    rest = tokens.copy()
-    for d, size in enumerate(alphabets):
-        out[:, d] = rest % size
-        rest //= size
-    return out
+    """(N,) token ids -> (N, D) digits, least significant first (quantizers.Digits)."""
+    return Digits(alphabets).split(np.asarray(tokens, dtype=np.int64))
 
 
 def symbols_to_tokens(symbols: np.ndarray, alphabets: list[int]) -> np.ndarray:
-    tokens = np.zeros(symbols.shape[0], dtype=np.int64)
-    scale = 1
-    for d, size in enumerate(alphabets):
-        tokens += symbols[:, d].astype(np.int64) * scale
-        scale *= size
-    return tokens
+    return Digits(alphabets).join(symbols)
 
 
 class TokenPrior:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, TokenError
+from ..quantizers.digits import Digits
 
 __all__ = ["LMConfig", "TokenLM", "KVCache"]
 
@@ -148,11 +149,9 @@ class TokenLM(nn.Module):
         self.config = c = config
         self.alphabets = [int(a) for a in c.alphabets]
         offsets = torch.tensor([0] + self.alphabets[:-1]).cumsum(0)
-        radix = torch.tensor([math.prod(self.alphabets[:j]) for j in range(len(self.alphabets))])
+        self.digits = Digits(self.alphabets)  # token ids <-> digits, as the tokenizer's quantizer splits them
         self.digit_offsets: torch.Tensor
-        self.radix: torch.Tensor
         self.register_buffer("digit_offsets", offsets, persistent=False)  # (D,)
-        self.register_buffer("radix", radix, persistent=False)  # (D,): token = sum(digit_j * radix_j)
         total = sum(self.alphabets)
         self.digit_embed = nn.Embedding(total, c.width)  # input: a token is the sum of its digits
         self.start_embed = nn.Embedding(c.num_classes + 1, c.width)  # classes, then null (or the one start)
@@ -199,11 +198,11 @@ class TokenLM(nn.Module):
 
     # -- tokens <-> digits ----------------------------------------------------------------------
     def to_digits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(..., T) token ids -> (..., T, D) digits, least significant first (FSQ's mixed radix)."""
-        return (tokens.unsqueeze(-1) // self.radix) % torch.tensor(self.alphabets, device=tokens.device)
+        """(..., T) token ids -> (..., T, D) digits, least significant first (quantizers.Digits)."""
+        return self.digits.split(tokens)
 
     def to_tokens(self, digits: torch.Tensor) -> torch.Tensor:
-        return (digits * self.radix).sum(-1)
+        return self.digits.join(digits)
 
     def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32, torch.int16):

@@ -104,7 +104,6 @@ def generate(
     if guided:
         classes = np.concatenate([classes, np.full_like(classes, model.null_class)])
     rows = len(classes)
-    radix = model.radix.cpu().numpy()
     tokens = np.zeros((rows, k), dtype=np.int64)
     stepper = make_stepper(model, classes, k)
     plain = temperature == 1.0 and top_k is None and top_p is None
@@ -128,7 +127,7 @@ def generate(
                 chosen[:, j] = np.tile(digit, 2) if guided else digit
                 if j + 1 < len(model.alphabets):
                     u = stepper.add_digit(u, chosen[:, j], j)
-            tokens[:, t] = chosen @ radix
+            tokens[:, t] = model.digits.join(chosen)
             if on_token is not None:
                 on_token(t, torch.from_numpy(tokens[:n, : t + 1]))
     finally:

@@ -98,7 +98,7 @@ class NumpyStepper:
         self.w, self.heads, self.depth = w, c.heads, c.depth
         self.alphabets = np.asarray(lm.alphabets)
         self.offsets = lm.digit_offsets.cpu().numpy()
-        self.radix = lm.radix.cpu().numpy()
+        self.digits = lm.digits
         self.start = w["start_embed.weight"][np.asarray(classes, dtype=np.int64)]  # (B, C)
         batch, hd = len(self.start), c.width // c.heads
         self.keys = np.zeros((c.depth, batch, c.heads, length, hd))
@@ -118,7 +118,7 @@ class NumpyStepper:
 
     def _inputs(self, tokens: np.ndarray) -> np.ndarray:
         """(B, T) tokens -> (B, T, C) the sum of each token's digit embeddings."""
-        digits = (tokens[..., None] // self.radix) % self.alphabets  # (B, T, D)
+        digits = self.digits.split(tokens)  # (B, T, D)
         return self.w["digit_embed.weight"][digits + self.offsets].sum(-2)
 
     def step(self, previous: np.ndarray | None) -> np.ndarray:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .digits import Digits
+
 __all__ = ["Quantizer", "QuantizerOutput"]
 
 
@@ -43,6 +45,11 @@ class Quantizer(nn.Module):
         """How a code id splits into independent symbols for entropy coding: one symbol of
         codebook_size values by default; FSQ codes split into one symbol per dimension."""
         return [int(self.codebook_size)]
+
+    @property
+    def digits(self) -> Digits:
+        """Token ids <-> the symbols of symbol_alphabets (the prior, the coders and the token LM use it)."""
+        return Digits(self.symbol_alphabets())
 
     def quantize(self, z: torch.Tensor) -> QuantizerOutput:  # pragma: no cover - abstract
         raise NotImplementedError
