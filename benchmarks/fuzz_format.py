@@ -7,7 +7,8 @@ Seeds are real files of a tiny model (with a token prior), for every coding meth
 ``vtok.codec.format.CODINGS`` declares (a new method is fuzzed as soon as it is declared there),
 at several sizes, overlaps and prefix lengths. Each input is a seed or a corpus entry mutated
 blindly (bit flips, byte sets, inserts, deletes, cuts, splices) or field-aware: the file is parsed
-into its fields (version, coding, ids, width, height, overlap, counts, payload length, payload)
+into its fields (version 4: flags, shipped index or ids, size, display size, counts, payload;
+versions 1-3: version, coding, ids, width, height, overlap, counts, payload length, payload)
 and one field is set to a boundary value (varints of 0, 1, 2^k +- 1, over-long or unterminated;
 counts of 0, 1, K, K + 1, 255, one too many or too few; payloads emptied, cut, zero-ended, random;
 the declared size changed with the counts resized to match). Most inputs get their CRC re-sealed
@@ -101,7 +102,26 @@ def seed_files(tok, coders) -> list[bytes]:
                 print(f"note: cannot make a {coding.name} seed ({type(e).__name__}: {e})", file=sys.stderr)
                 break
             seeds.append(enc.data)
+            seeds.append(_as_version_3(enc.data, tok))  # older files must still decode, or be refused cleanly
+        for scale in (0.5, 1.5):  # version 4's display size (resolution as a coding choice)
+            image = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+            try:
+                enc = encode_image(image, tok, coding=coding.name, tokens=3, scale=scale, measure=False,
+                                   lm=coders.get(coding.name))  # fmt: skip
+            except Exception:  # noqa: BLE001 - noted above
+                break
+            seeds.append(enc.data)
     return seeds
+
+
+def _as_version_3(data: bytes, tok) -> bytes:
+    from vtok.codec.format import read_file, write_file
+
+    f = read_file(data, tok.image_size, tok.num_tokens)
+    if f.tokens_crc is not None or f.display is not None:  # LM files: the CRC covers tokens; keep version 4
+        return data
+    f.version = 3
+    return write_file(f)
 
 
 # -- field-aware parsing and mutation ---------------------------------------------------------------------
@@ -132,6 +152,8 @@ def fields(data: bytes, tile: int) -> Fields | None:
     from vtok.codec.format import CODINGS
     from vtok.codec.tiling import TileLayout
 
+    if data[:2] == b"vt":
+        return _fields_v4(data, tile)
     if len(data) < 14:
         return None
     spans = {"magic": (0, 4), "version": (4, 5), "coding": (5, 6), "model_id": (6, 10)}
@@ -158,6 +180,47 @@ def fields(data: bytes, tile: int) -> Fields | None:
     length, end = got
     spans["payload_length"] = (pos, end)
     spans["payload"] = (end, min(end + length, len(data)))
+    spans["crc"] = (len(data) - 4, len(data))
+    return Fields(spans, coding)
+
+
+def _fields_v4(data: bytes, tile: int) -> Fields | None:
+    """The compact container's fields: magic, flags, shipped index or ids, size, display size, counts, payload."""
+    from vtok.codec.format import CODINGS
+    from vtok.codec.tiling import TileLayout
+
+    if len(data) < 9:
+        return None
+    flags = data[2]
+    coding = flags & 3
+    spans = {"magic": (0, 2), "flags": (2, 3)}
+    pos = 3
+    if flags & 0x04:
+        spans["shipped_index"] = (3, 4)
+        pos = 4
+    else:
+        spans["model_id"] = (3, 7)
+        pos = 7
+        if coding in CODINGS and CODINGS[coding].has_id:
+            spans["prior_id"] = (7, 11)
+            pos = 11
+    values = {"width": tile, "height": tile, "overlap": tile // 4}
+    names = (("width", "height", "overlap") if flags & 0x08 else ()) + (
+        ("display_width", "display_height") if flags & 0x10 else ()
+    )
+    for name in names:
+        got = _varint_at(data, pos)
+        if got is None:
+            return Fields(spans, coding)
+        values[name], end = got
+        spans[name] = (pos, end)
+        pos = end
+    if not 0 < values["width"] <= 1 << 20 or not 0 < values["height"] <= 1 << 20 or values["overlap"] * 2 > tile:
+        return Fields(spans, coding)
+    count = TileLayout(values["width"], values["height"], tile, values["overlap"]).count
+    spans["counts"] = (pos, min(pos + count, max(pos, len(data) - 4)))
+    pos += count
+    spans["payload"] = (min(pos, len(data) - 4), len(data) - 4)
     spans["crc"] = (len(data) - 4, len(data))
     return Fields(spans, coding)
 
@@ -211,7 +274,7 @@ class Mutator:
             return self.blind(data)
         name = r.choice(sorted(f.spans))
         start, end = f.spans[name]
-        if name in ("width", "height", "overlap", "payload_length"):
+        if name in ("width", "height", "overlap", "payload_length", "display_width", "display_height"):
             choice = r.randrange(4)
             if choice == 0:
                 new = varint(r.choice(INTERESTING))
@@ -260,7 +323,11 @@ class Mutator:
         elif name == "coding":
             new = bytes([r.choice(self.codings + [max(self.codings) + 1, 7, 255])])
         elif name == "version":
-            new = bytes([r.choice([0, 1, 2, 3, 255])])
+            new = bytes([r.choice([0, 1, 2, 3, 4, 255])])
+        elif name == "flags":
+            new = bytes([data[start] ^ r.choice([0x01, 0x02, 0x03, 0x04, 0x08, 0x10, 0x20, 0x80])])
+        elif name == "shipped_index":
+            new = bytes([r.choice([0, 1, 2, 3, 4, 5, 6, 7, 255, r.randrange(256)])])
         else:
             new = bytes(r.randrange(256) for _ in range(end - start))
         return data[:start] + new + data[end:]
@@ -272,7 +339,7 @@ class Mutator:
 
         r = self.rng
         f = fields(data, self.tile)
-        if f is None or "payload_length" not in f.spans:
+        if f is None or ("payload_length" not in f.spans and "payload" not in f.spans):
             return self.field(data)
         side = [1, 2, self.tile - 1, self.tile, self.tile + 1, 100, 1000, 1024, 4096, 65535, 1 << 20]
         width = r.choice(side + [r.randrange(1, 2000)])
@@ -281,11 +348,17 @@ class Mutator:
         count = TileLayout(width, height, self.tile, min(overlap, self.tile - 1)).count
         if count > 20000:  # the file would need one byte per tile; keep it cheap to build, the parser refuses on size
             count = r.choice([0, 1, 100])
-        ws, _ = f.spans["width"]
         cs, ce = f.spans["counts"]
         old = data[cs:ce] or b"\x01"
         counts = (old * (count // len(old) + 1))[:count]
-        head = data[:ws] + varint(width) + varint(height) + varint(overlap)
+        size = varint(width) + varint(height) + varint(overlap)
+        if data[:2] == b"vt":  # version 4: set the size flag, the size after the ids, the display size kept
+            ids_end = max(e for n, (_, e) in f.spans.items() if n in ("flags", "shipped_index", "model_id", "prior_id"))
+            display = b"".join(data[slice(*f.spans[n])] for n in ("display_width", "display_height") if n in f.spans)
+            head = data[:2] + bytes([data[2] | 0x08]) + data[3:ids_end] + size + display
+            return head + counts + data[f.spans["payload"][0] :]
+        ws, _ = f.spans["width"]
+        head = data[:ws] + size
         return head + counts + data[f.spans["payload_length"][0] :]
 
     def mutate(self, data: bytes, other: bytes) -> bytes:
@@ -483,6 +556,8 @@ def main() -> int:
                     stats[outcome] += 1
                     if len(data) > 5 and data[:4] == b"VTOK" and data[5] in CODINGS:
                         per_method[CODINGS[data[5]].name] += 1
+                    elif len(data) > 2 and data[:2] == b"vt" and data[2] & 3 in CODINGS:
+                        per_method[CODINGS[data[2] & 3].name] += 1
                     if outcome.startswith("FINDING"):
                         save(data, outcome)
                     small = info is None or (info[0] <= SMALL_SIDE and info[1] <= SMALL_SIDE)
