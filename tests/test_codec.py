@@ -240,11 +240,23 @@ def test_parser_never_crashes_on_random_bytes(blob, head):
         pass
 
 
+_FLAT_FILES: dict[int, bytes] = {}
+
+
+def _flat_file(coder) -> bytes:
+    """One small file per tokenizer, encoded once for all of hypothesis's examples."""
+    if id(coder) not in _FLAT_FILES:
+        _FLAT_FILES[id(coder)] = encode_image(
+            np.full((40, 40, 3), 90, np.uint8), coder, coding="bitpack", tokens=2
+        ).data
+    return _FLAT_FILES[id(coder)]
+
+
 @pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 10_000), st.integers(0, 255))
 def test_single_byte_corruption_is_always_caught(coder, position, value):
-    data = encode_image(np.full((40, 40, 3), 90, np.uint8), coder, coding="bitpack", tokens=2).data
+    data = _flat_file(coder)
     i = position % len(data)
     if data[i] == value:
         return

@@ -26,13 +26,23 @@ def test_fsq_reaches_every_level_of_each_dimension():
     assert set(digits[1].tolist()) == set(range(5))
 
 
-def test_fsq_quantizes_in_float32_under_bf16_autocast():
-    q = FSQ([8, 8, 8])
-    z = torch.randn(2, 16, 3)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = q(z.bfloat16())
-    assert out.codes.dtype == torch.float32
-    assert torch.equal(out.indices, q(z.bfloat16().float()).indices)
+def test_quantizers_quantize_in_float32_under_bf16_autocast():
+    """Quantizer.forward turns autocast off: under bf16 autocast a VQ's nearest-code search (a matmul)
+    would run in bf16 and pick other codes. Without the guard the indices differ (checked below by
+    calling quantize directly under autocast); with it they equal a float32 run's."""
+    from vtok.quantizers.vq import VQ
+
+    torch.manual_seed(0)
+    for q in (FSQ([8, 8, 8]), VQ(dim=8, codebook_size=4096).eval()):
+        z = torch.randn(4, 256, q.dim)
+        reference = q(z).indices
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = q(z)
+        assert out.codes.dtype == torch.float32
+        assert torch.equal(out.indices, reference)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what the guard prevents
+        unguarded = q.quantize(z).indices
+    assert not torch.equal(unguarded, reference)
 
 
 def test_fsq_straight_through_gradient():
