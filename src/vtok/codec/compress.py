@@ -29,16 +29,13 @@ from ..images import MAX_PIXELS, image_size, load_image, to_rgb
 from ..metrics.pixel import psnr as psnr_metric
 from ..metrics.pixel import ssim as ssim_metric
 from ..tokenizer import Tokenizer, load
-from .entropy import ANS, CODING_NAMES, ans_encode, pack_tokens
-from .format import CODINGS, VtokFile, decode_payload, peek_header, read_file, token_check, verify_tokens, write_file
-from .lm_coding import lm_encode
+from .coders import ANS, BY_NAME, CODINGS, LM
+from .format import VtokFile, decode_payload, peek_header, read_file, token_check, verify_tokens, write_file
 from .options import EncodeOptions
 from .search import search_tokens
 from .tiling import Strip, TileLayout, blend_bands, check_budget, split_tiles, strips
 
-LM_CODING = 2  # range coding under a token LM (format version 3)
-CODE_OF = {**CODING_NAMES, "lm": LM_CODING}
-NAME_OF = {code: name for name, code in CODE_OF.items()}
+CODE_OF = {name: c.code for name, c in BY_NAME.items()}
 
 __all__ = [
     "Encoded",
@@ -236,14 +233,6 @@ def _lm_id(lm) -> bytes:
     return cached
 
 
-def _payload(tok: Tokenizer, coding: int, tokens: np.ndarray, counts: np.ndarray, lm=None) -> bytes:
-    if coding == LM_CODING:
-        return lm_encode(tokens, counts, lm)
-    if coding == ANS:
-        return ans_encode(tokens, counts, tok.prior)
-    return pack_tokens(tokens, counts, tok.codebook_size)
-
-
 def encode_image(
     image,
     model: str | os.PathLike | Tokenizer = "default",
@@ -306,10 +295,11 @@ def encode_image(
     scale = options.scale if options.scale is not None else "auto" if options.target == "max_bytes" else 1.0
     if scale == "auto":
         return _encode_best_scale(tok, array, options, coding, overlap, lm, progress, measure, max_pixels)
-    if scale > 1:
-        coded = TileLayout(round(array.shape[1] * scale), round(array.shape[0] * scale), s, overlap)
+    factor = float(scale)
+    if factor > 1:
+        coded = TileLayout(round(array.shape[1] * factor), round(array.shape[0] * factor), s, overlap)
         check_budget(coded, max_pixels)
-    return _encode_array(tok, array, options, coding, overlap, lm, progress, measure, float(scale))
+    return _encode_array(tok, array, options, coding, overlap, lm, progress, measure, factor)
 
 
 # Coded sizes tried by scale="auto" (of each side), largest first: below 1 as long as the long side
@@ -508,11 +498,12 @@ def _build_file(
     lm=None,
     display: tuple[int, int] | None = None,
 ) -> bytes:
-    prior_id = tok.prior.id() if code == ANS else _lm_id(lm) if code == LM_CODING else None
-    payload = _payload(tok, code, tokens, counts, lm)
+    method = CODINGS[code]
+    prior_id = tok.prior.id() if method is ANS else _lm_id(lm) if method is LM else None
+    payload = method.encode(tok, tokens, counts, lm)
     f = VtokFile(code, tok.weights_id(), layout.width, layout.height, overlap, counts, payload, prior_id)
     f.display = display
-    if code == LM_CODING:
+    if method.crc_covers_tokens:
         f.token_bytes = token_check(tokens, counts)
     return write_file(f, tile=tok.image_size)
 
@@ -636,9 +627,9 @@ def _read(
     tok = _find_model(data, model)
     f = read_file(data, tok.image_size, tok.num_tokens, max_pixels)
     coder = None  # the model the payload is coded under, besides the tokenizer: a token LM
-    if f.coding == LM_CODING:
+    if CODINGS[f.coding].needs == "lm":
         coder = _find_lm(f, tok, lm)
-    elif f.coding == ANS:
+    elif CODINGS[f.coding].needs == "prior":
         if tok.prior is None:
             raise FormatError(
                 f"this file is ANS-coded under token prior {f.prior_id.hex() if f.prior_id else '?'}, "

@@ -14,10 +14,7 @@ import numpy as np
 from ..errors import OptionalDependencyError, TokenError
 from .prior import TokenPrior, symbols_to_tokens
 
-__all__ = ["BITPACK", "ANS", "CODING_NAMES", "pack_tokens", "unpack_tokens", "ans_encode", "ans_decode"]
-
-BITPACK, ANS = 0, 1
-CODING_NAMES = {"bitpack": BITPACK, "ans": ANS}
+__all__ = ["pack_tokens", "unpack_tokens", "ans_encode", "ans_decode"]
 
 
 def bits_per_id(codebook_size: int) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +14,7 @@ import numpy as np
 
 from ..errors import FormatError, LimitError
 from ..images import MAX_PIXELS
-from .entropy import ans_decode, unpack_tokens
-from .lm_coding import lm_decode
+from .coders import CODINGS, Coding
 from .tiling import TileLayout, check_budget
 
 __all__ = [
@@ -79,38 +77,6 @@ class VtokFile:
     @property
     def display_size(self) -> tuple[int, int]:
         return self.display or (self.width, self.height)
-
-
-@dataclass(frozen=True)
-class Coding:
-    """A coding method: its byte in the file, its name, whether the file names (by a 4-byte id, from
-    version 2) the model the payload is coded under (a token prior, a token LM), the first format
-    version that has it, whether the CRC also covers the decoded tokens (checked after decoding),
-    and its payload decoder: (file, tokenizer, coding model or None) -> (T, K) int64 token ids,
-    zero past each tile's count; any ValueError means a corrupt payload."""
-
-    code: int
-    name: str
-    has_id: bool
-    since: int
-    crc_covers_tokens: bool
-    decode: Callable[[VtokFile, Any, Any], np.ndarray]
-
-
-# The one map from a file's coding byte to its payload decoder. A new method is added here (and its
-# encoder beside the others); the parser, the decoder and benchmarks/fuzz_format.py all follow it.
-CODINGS: dict[int, Coding] = {
-    0: Coding(
-        0,
-        "bitpack",
-        False,
-        1,
-        False,
-        lambda f, tok, _: unpack_tokens(f.payload, f.counts, tok.num_tokens, tok.codebook_size),
-    ),
-    1: Coding(1, "ans", True, 1, False, lambda f, tok, _: ans_decode(f.payload, f.counts, tok.num_tokens, tok.prior)),
-    2: Coding(2, "lm", True, 3, True, lambda f, tok, lm: lm_decode(f.payload, f.counts, tok.num_tokens, lm)),
-}
 
 
 def decode_payload(f: VtokFile, tok: Any, coder: Any = None) -> np.ndarray:

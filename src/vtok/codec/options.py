@@ -24,7 +24,7 @@ TARGET_KINDS: dict[str, tuple[float, float, str]] = {
     "max_bytes": (1, 1 << 30, "bytes for the whole file"),
 }
 ALLOCATIONS = ("per-tile", "mean")
-CODINGS = ("ans", "bitpack", "lm")
+CODINGS = ("ans", "bitpack", "lm")  # coders.BY_NAME's names, in the order messages list them
 
 
 @dataclass(frozen=True)

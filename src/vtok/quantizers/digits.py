@@ -37,8 +37,8 @@ class Digits:
     def split(self, tokens: Any) -> Any:
         """(...,) token ids -> (..., D) digits; numpy in, numpy out; torch in, torch out (same device)."""
         if isinstance(tokens, torch.Tensor):
-            radix, alphabets = (torch.tensor(v, dtype=torch.int64, device=tokens.device) for v in self._np)
-            return (tokens.long().unsqueeze(-1) // radix) % alphabets
+            t_radix, t_alphabets = (torch.tensor(v, dtype=torch.int64, device=tokens.device) for v in self._np)
+            return (tokens.long().unsqueeze(-1) // t_radix) % t_alphabets
         radix, alphabets = self._np
         return (np.asarray(tokens, dtype=np.int64)[..., None] // radix) % alphabets
 
