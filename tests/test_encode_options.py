@@ -183,10 +183,12 @@ def test_messages_read_as_a_user_expects():
 
     with pytest.raises(ConfigError, match=r"must lie in 1\.\.1,073,741,824, got -5"):
         EncodeOptions.from_kwargs(max_bytes=-5)
-    with pytest.raises(ConfigError, match=r"tokens per tile must lie in 1\.\.255, got 999"):
+    with pytest.raises(ConfigError, match=r"^tokens \(tokens per tile\) must lie in 1\.\.255, got 999$"):
         EncodeOptions.from_kwargs(tokens=999)
     tok = vtok.create_tokenizer("ordered1d-tiny")
-    with pytest.raises(TokenError, match=r"tokens per tile must lie in 1\.\.8 for this model, got 100"):
+    with pytest.raises(ConfigError, match=r"^tokens \(tokens per tile\) must lie in 1\.\.8 for this model, got 100$"):
+        vtok.codec.encode_image(np.zeros((32, 32, 3), np.uint8), tok, tokens=100)
+    with pytest.raises(TokenError, match=r"num_tokens \(tokens per tile\) must lie in 1\.\.8 for this model, got 100"):
         tok.encode(torch.rand(1, 3, 32, 32), num_tokens=100)
     with pytest.raises(TokenError, match="no tokens given"):
         tok.decode(torch.zeros(1, 0, dtype=torch.float64))

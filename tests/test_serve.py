@@ -353,7 +353,7 @@ def test_vtok_file_declaring_too_many_pixels_is_refused_before_decoding(tok, cli
 def test_unknown_routes_methods_and_samples(client):
     assert_error(client.get("/api/nothing"), 404)
     assert_error(client.get("/api/encode"), 405)
-    assert_error(client.get("/api/samples/..%2F..%2Fcli.py"), 404)
+    assert_error(client.get("/api/samples/..%2F..%2Fcli%2F__init__.py"), 404)
     assert_error(client.get("/api/samples/nope.jpg"), 404)
     assert "--lm" in assert_error(client.post("/api/generate", json={"n": 1}), 404)
     assert "/api/generate" in client.get("/openapi.json").json()["paths"]  # documented, as the README lists it

@@ -239,7 +239,7 @@ class Tokenizer:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
             raise TokenError(f"num_tokens must be an integer, got {k!r}")
         if not 1 <= k <= self.num_tokens:
-            raise TokenError(f"tokens per tile must lie in 1..{self.num_tokens} for this model, got {k}")
+            raise TokenError(f"num_tokens (tokens per tile) must lie in 1..{self.num_tokens} for this model, got {k}")
         return int(k)
 
     # -- saving and loading ----------------------------------------------------------------

@@ -286,7 +286,10 @@ def encode_image(
         raise ConfigError(f"overlap must lie in 0..{s // 2}")
     if options.target == "tokens":
         assert options.value is not None  # EncodeOptions: a target always comes with its value
-        tok._check_num_tokens(int(options.value))
+        if options.value > tok.num_tokens:  # worded as EncodeOptions words the format's own bound
+            raise ConfigError(
+                f"tokens (tokens per tile) must lie in 1..{tok.num_tokens} for this model, got {options.value:g}"
+            )
 
     if isinstance(image, (str, os.PathLike)):  # the budget from the header, before any pixel is decoded
         check_budget(TileLayout(*image_size(image, max_pixels=max_pixels), s, overlap), max_pixels)

@@ -74,7 +74,7 @@ class EncodeOptions:
                 raise ConfigError(f"{self.target} must be a whole number, got {value!r}")
             if not low <= value <= high:
                 bounds = f"{low:,.0f}..{high:,.0f}" if self.target in ("tokens", "max_bytes") else f"{low:g}..{high:g}"
-                raise ConfigError(f"{meaning} must lie in {bounds}, got {value:g}")
+                raise ConfigError(f"{self.target} ({meaning}) must lie in {bounds}, got {value:g}")
         if self.allocation not in ALLOCATIONS:
             raise ConfigError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
         if self.allocation == "mean" and self.target not in ("psnr", "ssim", "perceptual"):
