@@ -1,4 +1,4 @@
-"""Hugging Face conventions: from_pretrained(name | folder | hub id) and push_to_hub, all offline.
+"""Hugging Face conventions: from_pretrained(name | folder | hub id) and push_to_hub, all offline; token LMs load alike.
 
 The Hub is never contacted: hub ids resolve through a Hugging Face cache laid out by the test
 (HF_HUB_CACHE + HF_HUB_OFFLINE=1), and HfApi is replaced by a recorder for pushes.
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import vtok
+import vtok.lm as vlm
 from vtok.hub import HUB_FILES, parse_hub_id
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -167,6 +168,63 @@ def test_a_file_is_not_a_model_folder(tmp_path, no_hub_package):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(vtok.ModelLoadError, match="a file, not a model folder"):
         vtok.load(tmp_path / "model.safetensors")
+
+
+# -- (b') token LMs resolve the same way -----------------------------------------------------
+
+
+def _small_lm(seed: int) -> vlm.TokenLM:
+    torch.manual_seed(seed)
+    return vlm.create_lm("lm-tiny", [2, 3], 3).eval()
+
+
+def test_lm_hub_id_resolves_through_the_hf_cache(tmp_path, offline_hub, monkeypatch):
+    """vtok.lm.load("user/repo[@rev]") goes through the same download as tokenizers (HF cache, offline)."""
+    import vtok.hub
+
+    main, old = _small_lm(0), _small_lm(1)
+    main_dir, old_dir = vlm.save_pretrained(main, tmp_path / "main"), vlm.save_pretrained(old, tmp_path / "old")
+    (main_dir / "pytorch_model.bin").write_bytes(b"a pickle vtok must never read")
+    _fake_hub_cache(offline_hub, "user/lm", {SHA: main_dir, OTHER_SHA: old_dir}, {"main": SHA, "v1": OTHER_SHA})
+    asked: list[tuple[str, str]] = []
+    real_download = vtok.hub.download
+
+    def recording_download(hub_id, what="tokenizer"):
+        asked.append((hub_id, what))
+        return real_download(hub_id, what)
+
+    monkeypatch.setattr(vtok.hub, "download", recording_download)
+
+    tokens = torch.tensor([[0, 5, 2], [4, 1, 3]])
+    assert torch.equal(vlm.load("user/lm").log_prob(tokens), main.log_prob(tokens))
+    assert vlm.lm_id(vlm.load("user/lm@main")) == vlm.lm_id(main)
+    assert vlm.lm_id(vlm.load("user/lm@v1")) == vlm.lm_id(old) != vlm.lm_id(main)
+    assert vlm.lm_id(vlm.load(f"user/lm@{OTHER_SHA}")) == vlm.lm_id(old)
+    assert asked == [(spec, "token LM") for spec in ("user/lm", "user/lm@main", "user/lm@v1", f"user/lm@{OTHER_SHA}")]
+
+
+def test_lm_local_folder_wins_over_hub_id(tmp_path, monkeypatch, no_hub_package):
+    model = _small_lm(0)
+    vlm.save_pretrained(model, tmp_path / "user" / "lm")
+    monkeypatch.chdir(tmp_path)
+    assert vlm.lm_id(vlm.load("user/lm")) == vlm.lm_id(model)
+
+
+def test_lm_hub_repo_without_safetensors_is_refused(tmp_path, offline_hub):
+    folder = vlm.save_pretrained(_small_lm(0), tmp_path / "pickled")
+    (folder / "model.safetensors").unlink()
+    _fake_hub_cache(offline_hub, "user/pickled-lm", {SHA: folder}, {"main": SHA})
+    with pytest.raises(vtok.ModelLoadError, match="no model.safetensors; it is not a vtok token LM.*never pickled"):
+        vlm.load("user/pickled-lm")
+
+
+def test_lm_hub_id_offline_and_without_the_extra(offline_hub, monkeypatch):
+    with pytest.raises(vtok.ModelLoadError) as info:
+        vlm.load("user/absent")
+    assert str(info.value).startswith("user/absent: no such local folder") and "\n" not in str(info.value)
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(vtok.OptionalDependencyError, match=r"pip install 'vtok\[hub\]'"):
+        vlm.load("user/absent")
 
 
 # -- (c) push_to_hub ------------------------------------------------------------------------

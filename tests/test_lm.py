@@ -150,6 +150,120 @@ def test_nan_weights_and_missing_files_refused(tmp_path):
         vlm.load(tmp_path / "nowhere")
 
 
+def _rewrite_header(weights, change) -> None:
+    """Rewrite model.safetensors' JSON header with `change` applied, its data bytes left as they are."""
+    import struct
+
+    raw = weights.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    change(header)
+    body = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(body)) + body + raw[8 + n :])
+
+
+@pytest.mark.parametrize(
+    "shape, dropped",
+    [([10**6, 10**6], False), ([5], False), (None, True)],
+    ids=["terabytes", "small", "dropped"],
+)
+def test_weights_header_of_other_shapes_is_refused_before_the_data_is_read(tmp_path, monkeypatch, shape, dropped):
+    """The LM's safetensors header is checked against the model config.json builds: a tensor of
+    another shape (even terabytes) or a missing one is refused with a one-line ModelLoadError before
+    any tensor data is read."""
+    vlm.save_pretrained(small_lm(), tmp_path / "lm")
+
+    def change(header):
+        if dropped:
+            del header["norm.weight"]
+        else:
+            header["norm.weight"] = {**header["norm.weight"], "shape": shape}
+
+    _rewrite_header(tmp_path / "lm" / "model.safetensors", change)
+    monkeypatch.setattr("safetensors.torch.load_file", lambda *a, **k: pytest.fail("the data was read"))
+    with pytest.raises(ModelLoadError, match=r"do not match config.json .*'norm.weight'") as info:
+        vlm.load(tmp_path / "lm")
+    assert "\n" not in str(info.value)
+
+
+def test_weights_header_of_absurd_length_is_refused(tmp_path):
+    import struct
+
+    vlm.save_pretrained(small_lm(), tmp_path / "lm")
+    (tmp_path / "lm" / "model.safetensors").write_bytes(struct.pack("<Q", 1 << 60) + b"{}")
+    with pytest.raises(ModelLoadError, match="header"):
+        vlm.load(tmp_path / "lm")
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+def test_config_nested_too_deeply_is_refused(tmp_path, depth):
+    """A config.json nested deeper than any vtok writes: refused, by the depth check once parsed
+    (40 levels) or by the parser's recursion limit (100,000 levels), never a RecursionError."""
+    vlm.save_pretrained(small_lm(), tmp_path / "lm")
+    path = tmp_path / "lm" / "config.json"
+    if depth < 1000:
+        meta = json.loads(path.read_text())
+        meta["notes"] = json.loads("[" * depth + "]" * depth)  # a valid config otherwise
+        path.write_text(json.dumps(meta))
+    else:
+        path.write_text("[" * depth + "]" * depth)
+    with pytest.raises(ModelLoadError, match="nested too deeply"):
+        vlm.load(tmp_path / "lm")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"format": "vtok-tokenizer"}, "not a vtok token LM config"),
+        ({"format_version": 2}, "format_version 2 is not supported"),
+        ({"config": [1]}, "needs 'config'"),
+        ({"tokenizer": [1], "classes": "ab"}, "classes must be a list"),
+    ],
+)
+def test_tampered_top_level_fields_refused(tmp_path, change, message):
+    vlm.save_pretrained(small_lm(), tmp_path / "lm")
+    path = tmp_path / "lm" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(ModelLoadError, match=message):
+        vlm.load(tmp_path / "lm")
+
+
+def test_config_too_large_is_refused(tmp_path):
+    vlm.save_pretrained(small_lm(), tmp_path / "lm")
+    path = tmp_path / "lm" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "notes": "x" * (5 << 20)}))
+    with pytest.raises(ModelLoadError, match="too large"):
+        vlm.load(tmp_path / "lm")
+
+
+def test_names_resolve_as_for_tokenizers(tmp_path, monkeypatch):
+    """A bare shipped name loads the shipped LM even beside a folder of that name (with a warning);
+    './name' loads the folder; a file or an unknown name is a one-line ModelLoadError."""
+    model = small_lm()
+    vlm.save_pretrained(model, tmp_path / "default")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="shipped LM 'default', not the folder ./default"):
+        shipped = vlm.load("default")
+    assert shipped.config != model.config
+    assert vlm.lm_id(vlm.load("./default")) == vlm.lm_id(model)
+    with pytest.raises(ModelLoadError, match="a file, not an LM folder"):
+        vlm.load("default/config.json")
+    with pytest.raises(ModelLoadError) as info:
+        vlm.load(tmp_path / "nowhere")
+    assert str(info.value).startswith(f"{tmp_path / 'nowhere'}: neither an LM folder, a shipped LM (shipped: default)")
+
+
+def test_save_keeps_a_model_card_and_ids_do_not_change(tmp_path):
+    model = small_lm()
+    folder = vlm.save_pretrained(model, tmp_path / "lm")
+    (folder / "README.md").write_text("# card\n")
+    before = vlm.lm_id(model)
+    vlm.save_pretrained(model, folder)
+    assert (folder / "README.md").read_text() == "# card\n"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert vlm.lm_id(vlm.load(folder)) == before
+
+
 def test_tokenizer_must_match(tmp_path, tiny):
     model = vlm.create_lm("lm-tiny", tiny.model.quantizer.symbol_alphabets(), tiny.num_tokens)
     model.tokenizer_id = "deadbeef"

@@ -1,10 +1,10 @@
-"""Loading tokenizers from, and pushing them to, the Hugging Face Hub.
+"""Loading models (tokenizers, token LMs) from, and pushing tokenizers to, the Hugging Face Hub.
 
 Kept apart from the tokenizer so that vtok works fully offline without ``huggingface_hub``: it is
 imported only when a Hub id is actually used, and its absence is a one-line
 :class:`~vtok.errors.OptionalDependencyError` naming the extra (``vtok[hub]``).
 
-Only the files a tokenizer folder holds are ever fetched or uploaded (:data:`HUB_FILES`):
+Only the files a model folder holds are ever fetched or uploaded (:data:`HUB_FILES`):
 safetensors weights and JSON config, never pickles, so loading a stranger's repository cannot run
 their code.
 """
@@ -60,11 +60,12 @@ def _one_line(e: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def download(hub_id: str) -> Path:
-    """The local folder of a Hub tokenizer (``user/repo`` or ``user/repo@revision``), fetched or cached.
+def download(hub_id: str, what: str = "tokenizer") -> Path:
+    """The local folder of a Hub model (``user/repo`` or ``user/repo@revision``), fetched or cached.
 
     Goes through ``huggingface_hub.snapshot_download``, so the Hub cache, ``HF_HUB_CACHE``,
-    ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` behave as in every other Hugging Face library.
+    ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` behave as in every other Hugging Face library. `what` names
+    the kind of model expected ("tokenizer", "token LM") when the repository holds none.
     """
     parsed = parse_hub_id(hub_id)
     if parsed is None:
@@ -90,7 +91,7 @@ def download(hub_id: str) -> Path:
     if missing:
         raise ModelLoadError(
             f"{hub_id}: the Hub repository has no {' or '.join(missing)}; "
-            "it is not a vtok tokenizer (vtok loads safetensors only, never pickled weights)"
+            f"it is not a vtok {what} (vtok loads safetensors only, never pickled weights)"
         )
     return folder
 

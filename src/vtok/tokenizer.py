@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from ._version import __version__
 from .errors import ImageError, ModelLoadError, TokenError, VtokError
 from .images import fit_square, load_image, pil_to_tensor, tensor_to_pil, to_rgb
 from .models import TokenizerModel
+from .pretrained import ModelFamily, clean_state_dict, hash_weights
 from .registry import build_model, create_model
 
 __all__ = ["Tokenizer", "load", "create_tokenizer", "shipped_models", "clean_state_dict", "ImageInput"]
@@ -27,6 +27,15 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 FORMAT_NAME = "vtok-tokenizer"
 FORMAT_VERSION = 1
 MODEL_FILES = ("config.json", "model.safetensors", "prior.safetensors")  # what save_pretrained defines
+FAMILY = ModelFamily(
+    noun="model",
+    article="a",
+    title="tokenizer",
+    shipped_dir=WEIGHTS_DIR,
+    format_name=FORMAT_NAME,
+    format_version=FORMAT_VERSION,
+    files=MODEL_FILES,
+)
 
 
 class Tokenizer:
@@ -60,7 +69,7 @@ class Tokenizer:
             import hashlib
 
             h = hashlib.sha256()
-            _hash_weights(h, self.model)
+            hash_weights(h, self.model)
             for p in self.prior.probs if self.prior is not None else []:
                 h.update(p.tobytes())
             self._fingerprint = h.digest()
@@ -73,7 +82,7 @@ class Tokenizer:
             import hashlib
 
             h = hashlib.sha256()
-            _hash_weights(h, self.model)
+            hash_weights(h, self.model)
             self._weights_id = h.digest()[:4]
         return self._weights_id
 
@@ -264,21 +273,8 @@ class Tokenizer:
         disk mid-export, nor a prior fitted for weights that are gone. Other files in `folder` (a
         README.md model card) are kept.
         """
-        from safetensors.torch import save
-
-        from .files import atomic_folder
-
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
-        files = {
-            "model.safetensors": save(state, metadata={"format": FORMAT_NAME}),
-            "config.json": (json.dumps(self.config_dict(), indent=2) + "\n").encode(),
-        }
-        if self.prior is not None:
-            files["prior.safetensors"] = self.prior.to_bytes()
-        with atomic_folder(folder, owned=MODEL_FILES) as tmp:
-            for name, data in files.items():
-                (tmp / name).write_bytes(data)
-        return Path(folder)
+        extra = {"prior.safetensors": self.prior.to_bytes()} if self.prior is not None else {}
+        return FAMILY.save(folder, self.config_dict(), self.model, extra)
 
     def push_to_hub(
         self,
@@ -323,34 +319,14 @@ class Tokenizer:
 
         Only config.json and safetensors files are read, never pickles; loading is strict.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        folder = _resolve(name_or_path)
-        config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-        for p in (config_path, weights_path):
-            if not p.is_file():
-                raise ModelLoadError(
-                    f"{folder}: missing {p.name} (a model folder holds config.json and model.safetensors)"
-                )
+        folder = FAMILY.resolve(name_or_path)
+        config_path, weights_path = FAMILY.model_files(folder)
         meta = _read_config(config_path)
         try:
             model = build_model(meta["architecture"], meta["config"])  # the config is checked before allocating
         except VtokError as e:
             raise ModelLoadError(f"{config_path}: {e}") from e
-        _check_weight_shapes(weights_path, model)  # from the header: a tampered file is not read whole
-        try:
-            state = clean_state_dict(load_file(str(weights_path)))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ModelLoadError(f"{weights_path}: unreadable weights ({e})") from e
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise ModelLoadError(
-                f"{weights_path}: weights do not match config.json ({' '.join(first[:3])[:400]})"
-            ) from e
-        _check_finite(state, weights_path)
+        FAMILY.load_weights(weights_path, model)  # shapes from the header first: a tampered file is not read whole
         tok = cls(model.to(device), name=meta.get("name") or folder.name)
         if (folder / "prior.safetensors").is_file():
             from .codec.prior import TokenPrior, symbol_alphabets
@@ -361,32 +337,10 @@ class Tokenizer:
         return tok
 
 
-MAX_CONFIG_BYTES = 1 << 20  # a config.json is about 1 KB
-MAX_CONFIG_DEPTH = 32  # a vtok config.json nests 4 levels deep (levels in quantizer in config)
-
-
 def _read_config(path: Path) -> dict[str, Any]:
-    """config.json, checked as far as it can be without the architecture: readable, valid JSON of a
-    sane size and depth (a tampered file must not exhaust memory or the recursion limit), the
-    vtok format, and the fields from_pretrained uses of the right types."""
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ModelLoadError(
-                f"{path}: {path.stat().st_size} bytes is too large for a config (at most {MAX_CONFIG_BYTES})"
-            )
-        meta = json.loads(path.read_bytes())
-    except OSError as e:
-        raise ModelLoadError(f"{path}: {e.strerror or e}") from e
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
-        raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
-    except RecursionError as e:
-        raise ModelLoadError(f"{path}: JSON nested too deeply (at most {MAX_CONFIG_DEPTH} levels)") from e
-    if _json_depth(meta) > MAX_CONFIG_DEPTH:
-        raise ModelLoadError(f"{path}: JSON nested too deeply (at most {MAX_CONFIG_DEPTH} levels)")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise ModelLoadError(f"{path}: not a vtok tokenizer config")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelLoadError(f"{path}: format_version {meta.get('format_version')!r} is not supported")
+    """config.json (size, JSON, depth, format: :meth:`ModelFamily.read_config`) and the fields
+    from_pretrained uses, of the right types."""
+    meta = FAMILY.read_config(path)
     if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("architecture"), str):
         raise ModelLoadError(f"{path}: needs 'architecture' and 'config'")
     if meta.get("name") is not None and not isinstance(meta["name"], str):
@@ -394,100 +348,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _json_depth(value: Any) -> int:
-    """Nesting depth of parsed JSON, without recursion (so that depth itself cannot overflow the stack)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            stack += [(child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)]
-    return deepest
-
-
-def _check_weight_shapes(path: Path, model: torch.nn.Module) -> None:
-    """The names and shapes in model.safetensors' header against the model the config built."""
-    from .files import safetensors_shapes
-
-    try:
-        found = {k: shape for k, (_, shape) in clean_state_dict(safetensors_shapes(path)).items()}
-    except OSError as e:
-        raise ModelLoadError(f"{path}: {e.strerror or e}") from e
-    except ValueError as e:
-        raise ModelLoadError(f"{path}: unreadable weights ({e})") from e
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    wrong = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
-    if wrong:
-        k = wrong[0]
-        raise ModelLoadError(
-            f"{path}: weights do not match config.json ({len(wrong)} tensor(s) differ, e.g. {k!r}: "
-            f"{found.get(k, 'missing')} in the file, {expected.get(k, 'none')} expected)"
-        )
-
-
-def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Weights with NaN or infinity decode every image to garbage, silently: refuse them on loading."""
-    for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ModelLoadError(f"{path}: tensor {key!r} holds NaN or infinite values")
-
-
-def _hash_weights(h, model: TokenizerModel) -> None:
-    for key, value in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-
-
-_V = TypeVar("_V")
-
-
-def clean_state_dict(state: dict[str, _V]) -> dict[str, _V]:
-    """Strip the prefixes DistributedDataParallel ('module.') and torch.compile ('_orig_mod.') add."""
-    out = {}
-    for key, value in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        out[key] = value
-    return out
-
-
 def shipped_models() -> list[str]:
     """Names of the pretrained models that ship inside the package."""
-    if not WEIGHTS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
-
-
-def _resolve(name_or_path: str | os.PathLike) -> Path:
-    """The folder `name_or_path` names: local folder, then shipped model, then Hugging Face Hub id."""
-    from .hub import download, parse_hub_id
-
-    path = Path(name_or_path)
-    if isinstance(name_or_path, str) and name_or_path in shipped_models():
-        # A bare shipped name always means the shipped model: a folder that happens to carry the
-        # same name in the working directory must not replace it silently.
-        if path.is_dir():
-            import warnings
-
-            warnings.warn(
-                f"loading the shipped model {name_or_path!r}, not the folder ./{name_or_path}: "
-                f"pass './{name_or_path}' to load the folder",
-                stacklevel=3,
-            )
-        return WEIGHTS_DIR / name_or_path
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ModelLoadError(f"{name_or_path}: a file, not a model folder (config.json + model.safetensors)")
-    if isinstance(name_or_path, str) and (WEIGHTS_DIR / name_or_path / "config.json").is_file():
-        return WEIGHTS_DIR / name_or_path
-    if isinstance(name_or_path, str) and parse_hub_id(name_or_path) is not None:
-        return download(name_or_path)
-    raise ModelLoadError(
-        f"{name_or_path}: neither a model folder, a shipped model (shipped: {', '.join(shipped_models()) or 'none'}) "
-        "nor a Hugging Face Hub id ('user/repo[@revision]')"
-    )
+    return FAMILY.shipped()
 
 
 def _array_to_pil(a: np.ndarray) -> Image.Image:

@@ -1,7 +1,7 @@
 """Token language models: generate images coarse to fine, and code token files smaller.
 
 import vtok
-lm = vtok.lm.load("default")                 # shipped, offline; or a folder from `vtok lm-train`
+lm = vtok.lm.load("default")                 # shipped, offline; or a folder from `vtok lm-train`, or "user/repo" (Hub)
 tok = vtok.lm.load_tokenizer_for(lm)         # the tokenizer whose tokens it learned
 tokens = lm.generate(4, num_tokens=64, seed=0, temperature=0.9)   # (4, 64) ids
 images = tok.decode(tokens)                  # any prefix is a coarser image

@@ -1,7 +1,9 @@
 """Token LMs on disk: model.safetensors + config.json, loaded strictly, never unpickled.
 
 config.json names the tokenizer the LM belongs to (how to load it, and its weights id), so a
-sample is decoded, and a file coded, only with the tokenizer whose tokens the LM learned.
+sample is decoded, and a file coded, only with the tokenizer whose tokens the LM learned. Resolving
+names, reading config.json, checking and loading the weights and writing the folder are the layer
+tokenizers share (:mod:`vtok.pretrained`).
 """
 
 from __future__ import annotations
@@ -16,90 +18,70 @@ import torch
 
 from .._version import __version__
 from ..errors import ConfigError, ModelLoadError, VtokError
+from ..pretrained import ModelFamily, hash_weights
 from .model import LMConfig, TokenLM
 
 __all__ = ["save_pretrained", "load", "shipped_lms", "lm_id", "LM_WEIGHTS_DIR", "FORMAT_NAME"]
 
 FORMAT_NAME = "vtok-lm"
+FORMAT_VERSION = 1
 LM_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "lm_weights"
 LM_FILES = ("model.safetensors", "config.json")
 MAX_CONFIG_BYTES = 1 << 22  # class names may take some room; a config is a few KB
+FAMILY = ModelFamily(
+    noun="LM",
+    article="an",
+    title="token LM",
+    shipped_dir=LM_WEIGHTS_DIR,
+    format_name=FORMAT_NAME,
+    format_version=FORMAT_VERSION,
+    files=LM_FILES,
+    max_config_bytes=MAX_CONFIG_BYTES,
+)
 
 
 def shipped_lms() -> list[str]:
-    if not LM_WEIGHTS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in LM_WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
+    """Names of the token LMs that ship inside the package."""
+    return FAMILY.shipped()
 
 
 def lm_id(model: TokenLM) -> bytes:
     """4 bytes naming the LM's weights and config: what an LM-coded .vtok file records."""
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for key, value in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    hash_weights(h, model)
     return h.digest()[:4]
 
 
 def save_pretrained(model: TokenLM, folder: str | os.PathLike) -> Path:
-    """Write the LM into `folder` atomically (the folder holds the old LM or the new one, never half)."""
-    from safetensors.torch import save
-
-    from ..files import atomic_folder
-
+    """Write the LM into `folder` atomically (the folder holds the old LM or the new one, never half;
+    other files in it, a README.md model card, are kept)."""
     meta = {
         "format": FORMAT_NAME,
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "name": model.name,
         "config": model.config.to_dict(),
         "tokenizer": {"name": model.tokenizer_name, "weights_id": model.tokenizer_id},
         "classes": list(model.classes),
         "vtok_version": __version__,
     }
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_folder(folder, owned=LM_FILES) as tmp:
-        (tmp / "model.safetensors").write_bytes(save(state, metadata={"format": FORMAT_NAME}))
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return Path(folder)
-
-
-def _resolve(name_or_path: str | os.PathLike) -> Path:
-    if isinstance(name_or_path, str) and name_or_path in shipped_lms():
-        return LM_WEIGHTS_DIR / name_or_path
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    raise ModelLoadError(
-        f"{name_or_path}: neither an LM folder (config.json + model.safetensors) nor a shipped LM "
-        f"(shipped: {', '.join(shipped_lms()) or 'none'})"
-    )
+    return FAMILY.save(folder, meta, model)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ModelLoadError(f"{path}: over {MAX_CONFIG_BYTES} bytes, not an LM config")
-        meta = json.loads(path.read_text())
-    except OSError as e:
-        raise ModelLoadError(f"{path}: cannot read ({e.strerror or e})") from e
-    except (ValueError, RecursionError) as e:
-        raise ModelLoadError(f"{path}: not valid JSON ({str(e)[:200]})") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or not isinstance(meta.get("config"), dict):
-        raise ModelLoadError(f"{path}: not a vtok token-LM config (format {FORMAT_NAME!r} with a config mapping)")
+    """config.json (size, JSON, depth, format: :meth:`~vtok.pretrained.ModelFamily.read_config`)
+    with a config mapping."""
+    meta = FAMILY.read_config(path)
+    if not isinstance(meta.get("config"), dict):
+        raise ModelLoadError(f"{path}: needs 'config'")
     return meta
 
 
 def load(name_or_path: str | os.PathLike = "default", device: str | torch.device = "cpu") -> TokenLM:
-    """A token LM: ``vtok.lm.load("default")`` (shipped, offline) or a folder written by
-    ``save_pretrained`` / ``vtok lm-train``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = _resolve(name_or_path)
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    for p in (config_path, weights_path):
-        if not p.is_file():
-            raise ModelLoadError(f"{folder}: missing {p.name} (an LM folder holds config.json and model.safetensors)")
+    """A token LM: ``vtok.lm.load("default")`` (shipped, offline), a folder written by
+    ``save_pretrained`` / ``vtok lm-train``, or a Hugging Face Hub id ``"user/repo[@revision]"``
+    (needs ``vtok[hub]``), resolved as :meth:`vtok.Tokenizer.from_pretrained` resolves tokenizers."""
+    folder = FAMILY.resolve(name_or_path)
+    config_path, weights_path = FAMILY.model_files(folder)
     meta = _read_meta(config_path)
     try:
         values = dict(meta["config"])
@@ -110,18 +92,8 @@ def load(name_or_path: str | os.PathLike = "default", device: str | torch.device
         raise ModelLoadError(f"{config_path}: unknown or missing LM config keys ({e})") from e
     except VtokError as e:
         raise ModelLoadError(f"{config_path}: {e}") from e
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelLoadError(f"{weights_path}: unreadable weights ({e})") from e
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ModelLoadError(f"{weights_path}: weights do not match config.json ({str(e)[:300]})") from e
-    for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ModelLoadError(f"{weights_path}: tensor {key!r} holds NaN or infinite values")
-    tokenizer = meta.get("tokenizer") or {}
+    FAMILY.load_weights(weights_path, model)  # shapes from the header first: a tampered file is not read whole
+    tokenizer = meta["tokenizer"] if isinstance(meta.get("tokenizer"), dict) else {}
     classes = meta.get("classes") or []
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise ModelLoadError(f"{config_path}: classes must be a list of names")
