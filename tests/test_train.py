@@ -258,3 +258,22 @@ def test_a_fine_tune_that_makes_held_out_photos_worse_warns(photo_dirs, tmp_path
     Trainer(_cfg(photo_dirs, tmp_path / "s", "optim.steps=2", "eval_every=2", "optim.lr=1e-9",
                  f"model.init_from={tmp_path / 'start'}")).fit()  # fmt: skip
     assert "fell from" not in caplog.text  # a run that changes nothing does not warn
+
+
+def test_a_fresh_clone_gets_a_warm_start_and_missing_folders_right(photo_dirs, tmp_path):
+    """Warm-starting from a model with parts the config does not mention (the shipped default's
+    refine) just works; a missing folder or warm-start source names what makes it."""
+    torch.manual_seed(0)
+    source = vtok.create_tokenizer("ordered1d-tiny", refine=8)
+    source.save_pretrained(tmp_path / "start")
+    trainer = Trainer(_cfg(photo_dirs, tmp_path / "r", "optim.steps=1", f"model.init_from={tmp_path / 'start'}"))
+    assert trainer.model.config.refine == 8
+    assert all(torch.equal(v, source.model.state_dict()[k]) for k, v in trainer.model.state_dict().items())
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"out_dir={tmp_path / 's'}", "data.train_dir=data/photos/nope"])
+    with pytest.raises(
+        vtok.ImageError,
+        match=r"data.train_dir data/photos/nope: no such folder \(make it with: python scripts/gather_photos.py",
+    ):
+        Trainer(cfg)
+    with pytest.raises(vtok.ConfigError, match=r"previous_default.py data/default-v9 --version v9"):
+        Trainer(_cfg(photo_dirs, tmp_path / "t", "model.init_from=data/default-v9"))

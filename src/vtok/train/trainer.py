@@ -9,6 +9,7 @@ data-parallel under ``torchrun``. Everything needed to continue after a kill is 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,9 @@ import torch
 import yaml
 
 from ..data import load_images, scan_images, source_weights
-from ..errors import ConfigError, ImageError
+from ..errors import ConfigError, ImageError, ModelLoadError
 from ..files import atomic_path
-from ..registry import create_model
+from ..registry import build_model, create_model, variant_config
 from ..tokenizer import Tokenizer
 from .config import TrainConfig, config_to_dict, loop_settings
 from .loop import Distributed, TrainLoop
@@ -44,9 +45,12 @@ class Trainer:
         self.out_dir = Path(c.out_dir)
 
         torch.manual_seed(c.seed)  # same init on every rank; DDP also broadcasts it
-        self.model = create_model(c.model.name, **c.model.overrides).to(self.env.device)
         if c.model.init_from:
-            self._warm_start(c.model.init_from)
+            source = _load_init_from(c.model.init_from)
+            self.model = self._model_like(source).to(self.env.device)
+            self._warm_start(source)
+        else:
+            self.model = create_model(c.model.name, **c.model.overrides).to(self.env.device)
         if c.model.trainable not in ("all", "decoder", "encoder"):
             raise ConfigError(f"model.trainable must be 'all', 'decoder' or 'encoder', got {c.model.trainable!r}")
         if c.model.trainable != "all" and not c.model.init_from:
@@ -56,6 +60,10 @@ class Trainer:
         elif c.model.trainable == "encoder":
             self.model.freeze_decoder()
 
+        for key, folder in (("data.train_dir", c.data.train_dir), ("data.val_dir", c.data.val_dir)):
+            if folder and not Path(folder).is_dir():
+                make = " (make it with: python scripts/gather_photos.py data/photos)" if "photos" in str(folder) else ""
+                raise ImageError(f"{key} {folder}: no such folder{make}; or point {key} at your own images")
         files, bad_train = scan_images(c.data.train_dir)
         if c.data.exclude_sources:
             root, excluded = Path(c.data.train_dir), set(c.data.exclude_sources)
@@ -149,19 +157,41 @@ class Trainer:
 
         return create_feature_distance(self.config.loss.perceptual_backbone, self.config.loss.perceptual_weights)
 
-    def _warm_start(self, name_or_path: str) -> None:
-        source = Tokenizer.from_pretrained(name_or_path)
+    def _model_like(self, source: Tokenizer):
+        """A warm start builds the model it starts from: the source's config, with the run's
+        model.overrides on top (a new part such as refine), whatever model.name's variant says."""
+        c = self.config.model
+        architecture, _ = variant_config(c.name)
+        if architecture != source.model.architecture:
+            raise ConfigError(
+                f"model.init_from {c.init_from} is a {source.model.architecture} model, but model.name "
+                f"{c.name} is a {architecture}: name a {source.model.architecture} variant"
+            )
+        config = {**dataclasses.asdict(source.model.config), **c.overrides}
+        return build_model(architecture, config)
+
+    def _warm_start(self, source: Tokenizer) -> None:
+        name_or_path = self.config.model.init_from
         weights = source.model.state_dict()
         grown = self.model.identity_at_start
         for key, value in self.model.state_dict().items():  # parts the source lacks start as the identity
             if key.startswith(grown) and key not in weights:
                 weights[key] = value
-        try:
-            self.model.load_state_dict(weights, strict=True)
-        except RuntimeError as e:
+        ours = self.model.state_dict()
+        missing = [k for k in ours if k not in weights]
+        unexpected = [k for k in weights if k not in ours]
+        reshaped = [k for k in ours if k in weights and weights[k].shape != ours[k].shape]
+        if missing or unexpected or reshaped:
+            parts = [
+                f"{len(names)} {what} (e.g. {names[0]})"
+                for names, what in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
+                if names
+            ]
             raise ConfigError(
-                f"model.init_from {name_or_path}: its weights do not fit {self.config.model.name} ({str(e)[:200]})"
-            ) from e
+                f"model.init_from {name_or_path}: its weights do not fit the model this config builds: "
+                f"{'; '.join(parts)}. Leave out the model.overrides that change its shape"
+            )
+        self.model.load_state_dict(weights, strict=True)
 
     # -- the run -----------------------------------------------------------------------------------
     def fit(self, resume: bool = False, max_seconds: float | None = None) -> Path:
@@ -192,3 +222,15 @@ class Trainer:
         if done and self.env.is_main and not (self.out_dir / "model" / "config.json").is_file():
             self.evaluate_and_export()
         return self.out_dir / "model"
+
+
+def _load_init_from(name_or_path: str) -> Tokenizer:
+    """The tokenizer a run warm-starts from; a missing run folder says which run makes it."""
+    try:
+        return Tokenizer.from_pretrained(name_or_path)
+    except ModelLoadError as e:
+        hint = ""
+        if "previous_default" not in str(e) and str(name_or_path).startswith("data/default-v"):
+            version = str(name_or_path).rstrip("/").split("default-")[-1]
+            hint = f" (make it with: python scripts/previous_default.py {name_or_path} --version {version})"
+        raise ConfigError(f"model.init_from {name_or_path}: {e}{hint}") from e
