@@ -86,34 +86,25 @@ def main() -> int:
             for wide in (True, False):
                 path, w, h = build(args.tiles, wide, coding, folder)
                 image_mb = w * h * 3 / 2**20
-                peak, secs = peak_mb([*vtok_cli, "decode", str(path), "-o", str(folder / "out.png")])
-                rows.append(
-                    dict(
-                        coding=coding,
-                        shape=f"{w}x{h}",
-                        file_bytes=path.stat().st_size,
-                        path="vtok decode",
-                        peak_mb=peak,
-                        baseline_mb=base_decode,
-                        image_mb=0.0,
-                        seconds=secs,
-                        working_set_mb=peak - base_decode,
-                    )  # fmt: skip
+                runs = (
+                    ("vtok decode", [*vtok_cli, "decode", str(path), "-o", str(folder / "out.png")], base_decode, 0.0),
+                    ("decompress", [py, "-c", DECOMPRESS, str(path)], base_py, image_mb),
                 )
-                peak, secs = peak_mb([py, "-c", DECOMPRESS, str(path)])
-                rows.append(
-                    dict(
-                        coding=coding,
-                        shape=f"{w}x{h}",
-                        file_bytes=path.stat().st_size,
-                        path="decompress",
-                        peak_mb=peak,
-                        baseline_mb=base_py,
-                        image_mb=image_mb,
-                        seconds=secs,
-                        working_set_mb=peak - base_py - image_mb,
-                    )  # fmt: skip
-                )
+                for how, argv, baseline, returned in runs:
+                    peak, secs = peak_mb(argv)
+                    rows.append(
+                        dict(
+                            coding=coding,
+                            shape=f"{w}x{h}",
+                            file_bytes=path.stat().st_size,
+                            path=how,
+                            peak_mb=peak,
+                            baseline_mb=baseline,
+                            image_mb=returned,
+                            seconds=secs,
+                            working_set_mb=peak - baseline - returned,
+                        )  # fmt: skip
+                    )
                 r = rows[-2:]
                 for row in r:
                     print(

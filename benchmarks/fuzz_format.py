@@ -150,7 +150,6 @@ def _varint_at(data: bytes, pos: int) -> tuple[int, int] | None:
 
 def fields(data: bytes, tile: int) -> Fields | None:
     from vtok.codec.format import CODINGS
-    from vtok.codec.tiling import TileLayout
 
     if data[:2] == b"vt":
         return _fields_v4(data, tile)
@@ -161,17 +160,11 @@ def fields(data: bytes, tile: int) -> Fields | None:
     if data[4] >= 2 and coding in CODINGS and CODINGS[coding].has_id:
         spans["prior_id"] = (10, 14)
         pos = 14
-    values = {}
-    for name in ("width", "height", "overlap"):
-        got = _varint_at(data, pos)
-        if got is None:
-            return Fields(spans, coding)
-        values[name], end = got
-        spans[name] = (pos, end)
-        pos = end
-    if not 0 < values["width"] <= 1 << 20 or not 0 < values["height"] <= 1 << 20 or values["overlap"] * 2 > tile:
+    values: dict[str, int] = {}
+    pos = _read_varints(data, pos, ("width", "height", "overlap"), spans, values)
+    count = _tile_count(values, tile) if pos is not None else None
+    if pos is None or count is None:
         return Fields(spans, coding)
-    count = TileLayout(values["width"], values["height"], tile, values["overlap"]).count
     spans["counts"] = (pos, min(pos + count, len(data)))
     pos += count
     got = _varint_at(data, pos)
@@ -184,10 +177,30 @@ def fields(data: bytes, tile: int) -> Fields | None:
     return Fields(spans, coding)
 
 
+def _read_varints(data: bytes, pos: int, names, spans: dict, values: dict) -> int | None:
+    """Varint fields `names` from `pos` into spans and values; the position after them, or None."""
+    for name in names:
+        got = _varint_at(data, pos)
+        if got is None:
+            return None
+        values[name], end = got
+        spans[name] = (pos, end)
+        pos = end
+    return pos
+
+
+def _tile_count(values: dict, tile: int) -> int | None:
+    """The tiles a valid declared size makes, or None for a size the parser refuses."""
+    from vtok.codec.tiling import TileLayout
+
+    if not 0 < values["width"] <= 1 << 20 or not 0 < values["height"] <= 1 << 20 or values["overlap"] * 2 > tile:
+        return None
+    return TileLayout(values["width"], values["height"], tile, values["overlap"]).count
+
+
 def _fields_v4(data: bytes, tile: int) -> Fields | None:
     """The compact container's fields: magic, flags, shipped index or ids, size, display size, counts, payload."""
     from vtok.codec.format import CODINGS
-    from vtok.codec.tiling import TileLayout
 
     if len(data) < 9:
         return None
@@ -208,16 +221,11 @@ def _fields_v4(data: bytes, tile: int) -> Fields | None:
     names = (("width", "height", "overlap") if flags & 0x08 else ()) + (
         ("display_width", "display_height") if flags & 0x10 else ()
     )
-    for name in names:
-        got = _varint_at(data, pos)
-        if got is None:
-            return Fields(spans, coding)
-        values[name], end = got
-        spans[name] = (pos, end)
-        pos = end
-    if not 0 < values["width"] <= 1 << 20 or not 0 < values["height"] <= 1 << 20 or values["overlap"] * 2 > tile:
+    end = _read_varints(data, pos, names, spans, values)
+    count = _tile_count(values, tile) if end is not None else None
+    if end is None or count is None:
         return Fields(spans, coding)
-    count = TileLayout(values["width"], values["height"], tile, values["overlap"]).count
+    pos = end
     spans["counts"] = (pos, min(pos + count, max(pos, len(data) - 4)))
     pos += count
     spans["payload"] = (min(pos, len(data) - 4), len(data) - 4)
