@@ -272,3 +272,45 @@ def test_a_display_size_over_the_limit_is_refused_before_decoding(tiny_model_dir
     f.display = (1 << 20, 1 << 20)
     with pytest.raises(vtok.LimitError, match="shown at"):
         vtok.decompress(write_file(f, tile=tok.image_size), tok)
+
+
+def test_encoder_side_search_makes_better_tokens_that_decode_as_any_other(tiny_model_dir):
+    """effort > 0 searches each tile's latents through the decoder: at a fixed length the file is
+    closer to the image (never worse: a tile keeps the encoder's tokens when they score better),
+    deterministic, and an ordinary file."""
+    import vtok.codec
+    from vtok.codec.search import EFFORT_LEVELS, search_tokens
+    from vtok.errors import ConfigError
+
+    tok = vtok.load(tiny_model_dir)
+    image = _photo((64, 48))
+    plain = vtok.codec.encode_image(image, tok, tokens=4, coding="bitpack")
+    searched = vtok.codec.encode_image(image, tok, tokens=4, coding="bitpack", effort=2)
+    assert searched.psnr > plain.psnr
+    assert searched.data == vtok.codec.encode_image(image, tok, tokens=4, coding="bitpack", effort=2).data
+    assert np.asarray(vtok.decompress(searched.data, tok)).shape == (48, 64, 3)
+    tiles = torch.rand(3, 3, tok.image_size, tok.image_size, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(search_tokens(tok, tiles, 0), tok.encode(tiles))
+    every = search_tokens(tok, tiles, 1)  # no length given: every prefix is kept good
+    assert every.shape == (3, tok.num_tokens) and set(EFFORT_LEVELS) == {0, 1, 2, 3}
+    for bad in (-1, 4, 1.5, "2", True):
+        with pytest.raises(ConfigError, match="effort"):
+            vtok.codec.encode_image(image, tok, tokens=4, effort=bad)
+
+
+def test_cli_encode_with_effort_and_scale(tiny_model_dir, tmp_path, capsys):
+    from conftest import run_cli
+
+    Image.fromarray(_photo((96, 64))).save(tmp_path / "a.png")
+    code, out, err = run_cli(["encode", tmp_path / "a.png", "-o", tmp_path / "a.vtok", "--model", tiny_model_dir,
+                              "--tokens", "3", "--effort", "1", "--scale", "0.5"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "coded at 48x32" in out
+    code, out, err = run_cli(
+        ["decode", tmp_path / "a.vtok", "-o", tmp_path / "a_out.png", "--model", tiny_model_dir], capsys
+    )
+    assert code == 0, err
+    assert Image.open(tmp_path / "a_out.png").size == (96, 64)
+    code, _, err = run_cli(["encode", tmp_path / "a.png", "-o", tmp_path / "b.vtok", "--model", tiny_model_dir,
+                            "--effort", "7"], capsys)  # fmt: skip
+    assert code == 2 and "effort" in err and len(err.strip().splitlines()) == 1
