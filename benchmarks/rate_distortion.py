@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 import vtok
-from vtok.bench.codecs import available_codecs
+from vtok.bench.codecs import CodecLadder, available_codecs
 from vtok.codec import encode_image
 from vtok.data import find_images
 from vtok.demo import sample_images
@@ -44,20 +44,19 @@ def _scores(a: Image.Image, b: Image.Image) -> tuple[float, float]:
     return float(psnr(x, y).clamp(max=99)), float(ssim(x, y))
 
 
+_LADDERS: dict = {}
+
+
 def best_codec_within(codecs, image: Image.Image, budget: int) -> dict | None:
-    """The best (PSNR) file of any codec at any size of its ladder within `budget` bytes."""
+    """The best (PSNR) file of any codec at any size of its ladder within `budget` bytes (each
+    codec, size and quality encoded once per image, whatever the budgets asked)."""
     best = None
     for codec in codecs:
         for scaled in codec.downscale_ladder(image):
-            lo, hi = scaled.qualities
-            found = None
-            while lo <= hi:  # highest quality within the budget
-                mid = (lo + hi) // 2
-                f = scaled.encode(image, mid)
-                if f.bytes <= budget:
-                    found, lo = f, mid + 1
-                else:
-                    hi = mid - 1
+            key = (id(image), codec.name, scaled.scale)
+            if key not in _LADDERS:
+                _LADDERS[key] = CodecLadder(scaled, image)
+            found = _LADDERS[key].best_within(budget)
             if found is None:
                 continue
             p, s = _scores(found.image, image)

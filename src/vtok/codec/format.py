@@ -49,6 +49,9 @@ SHIPPED_IDS: dict[int, tuple[bytes, int, bytes | None]] = {
     1: (bytes.fromhex("e7a54e00"), 1, bytes.fromhex("4b18f62e")),  # default (Dec 2026, stage 5), ANS
     2: (bytes.fromhex("e7a54e00"), 0, None),  # the same, bit-packed
     3: (bytes.fromhex("e7a54e00"), 2, bytes.fromhex("8ca93517")),  # the same under the default token LM
+    4: (bytes.fromhex("32e4dc20"), 1, bytes.fromhex("8b804a0f")),  # default (Dec 2026, stage 6), ANS
+    5: (bytes.fromhex("32e4dc20"), 0, None),  # the same, bit-packed
+    6: (bytes.fromhex("32e4dc20"), 2, bytes.fromhex("3ca901a0")),  # the same under the default token LM
 }
 _FLAG_SHIPPED, _FLAG_SIZE, _FLAG_DISPLAY, _FLAG_RESERVED = 0x04, 0x08, 0x10, 0xE0
 MAX_SIDE = 1 << 20
