@@ -216,7 +216,7 @@ def test_a_shipped_model_one_tile_file_spends_at_most_12_bytes_besides_its_paylo
 def test_every_shipped_model_and_coder_has_a_one_byte_name():
     """The compact container names shipped models by an index into SHIPPED_IDS: a shipped model,
     prior or LM that changes must get its entries (old ones stay, for old files)."""
-    from vtok.codec.compress import _lm_id
+    from vtok.codec.resolve import lm_id_of
     from vtok.codec.format import SHIPPED_IDS
 
     for name in vtok.shipped_models():
@@ -227,7 +227,7 @@ def test_every_shipped_model_and_coder_has_a_one_byte_name():
     for name in vlm.shipped_lms():
         lm = vlm.load(name)
         tok = vtok.load(lm.tokenizer_name or "default")
-        assert (tok.weights_id(), 2, _lm_id(lm)) in SHIPPED_IDS.values()
+        assert (tok.weights_id(), 2, lm_id_of(lm)) in SHIPPED_IDS.values()
 
 
 @settings(max_examples=300, deadline=None)
@@ -310,14 +310,14 @@ def test_decoding_files_loads_a_model_folder_once_and_again_when_it_changes(
 ):
     import sys
 
-    compress_module = sys.modules["vtok.codec.compress"]  # the package's `compress` function shadows the module
+    resolve_module = sys.modules["vtok.codec.resolve"]
     folder = tmp_path / "model"
     coder_with_prior.save_pretrained(folder)
     data = encode_image(photo, coder_with_prior, tokens=3).data
     loads = []
-    real_load = compress_module.load
-    monkeypatch.setattr(compress_module, "load", lambda name: loads.append(name) or real_load(name))
-    compress_module._load_cached.cache_clear()
+    real_load = resolve_module.load
+    monkeypatch.setattr(resolve_module, "load", lambda name: loads.append(name) or real_load(name))
+    resolve_module._load_cached.cache_clear()
     for _ in range(3):
         vtok.decompress(data, str(folder))
     assert len(loads) == 1

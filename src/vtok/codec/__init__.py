@@ -3,8 +3,6 @@
 from .compress import (
     Encoded,
     TokenFile,
-    allocate_prefix_lengths,
-    choose_prefix_lengths,
     compress,
     decode_file,
     decompress,
@@ -15,6 +13,7 @@ from .compress import (
 from .format import FormatError
 from .options import EncodeOptions
 from .prior import TokenPrior, fit_prior
+from .rate import allocate_prefix_lengths, choose_prefix_lengths
 
 __all__ = [
     "EncodeOptions",

@@ -1,16 +1,14 @@
-"""Images to .vtok bytes and back: tiling, adaptive length per tile, entropy coding.
+"""The file API: images to .vtok bytes and back (compress, decompress, encode_image, read_tokens).
 
-Adaptive length: every tile is encoded once; for a quality target the smallest prefix length
-k that reaches it is found per tile by binary search over prefixes (each probe decodes all
-still-open tiles in one batch, about log2(K) decodes in all). A tile that cannot reach the
-target even with all K tokens keeps all K and is reported. A byte budget picks the largest
-common k whose file fits.
+An image is tiled (tiling.py), each tile encoded (or searched, search.py), the prefix lengths
+chosen (rate.py for quality targets; a byte budget picks the largest common k whose file fits,
+and scale="auto" the coded size), the tokens coded (coders.py) into the container (format.py).
+Models and coders are found and cached by resolve.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import os
 import struct
@@ -28,10 +26,12 @@ from ..errors import ConfigError, FormatError, ImageError, TokenError, VtokError
 from ..images import MAX_PIXELS, image_size, load_image, to_rgb
 from ..metrics.pixel import psnr as psnr_metric
 from ..metrics.pixel import ssim as ssim_metric
-from ..tokenizer import Tokenizer, load
+from ..tokenizer import Tokenizer
 from .coders import ANS, BY_NAME, CODINGS, LM
-from .format import VtokFile, decode_payload, peek_header, read_file, token_check, verify_tokens, write_file
+from .format import VtokFile, decode_payload, read_file, token_check, verify_tokens, write_file
 from .options import EncodeOptions
+from .rate import allocate_prefix_lengths, choose_prefix_lengths
+from .resolve import find_lm, find_model, lm_id_of, token_lm, tokenizer_for
 from .search import search_tokens
 from .tiling import Strip, TileLayout, blend_bands, check_budget, split_tiles, strips
 
@@ -47,7 +47,6 @@ __all__ = [
     "decompress",
     "decode_file",
     "decode_to_png",
-    "choose_prefix_lengths",
     "single_tile_file_sizes",
 ]
 
@@ -85,24 +84,6 @@ class Encoded:
         return ", ".join(parts)
 
 
-def _stamp(folder: Path, names: tuple[str, ...]) -> tuple[float, ...]:
-    """Modification times of a model folder's files: part of the cache key, so a changed file
-    reloads (read on every call: a stat is cheap, a stale model is not)."""
-    return tuple((folder / name).stat().st_mtime_ns if (folder / name).is_file() else 0 for name in names)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_cached(name: str, stamp: tuple[float, ...]) -> Tokenizer:
-    return load(name)
-
-
-def _tokenizer(model: str | os.PathLike | Tokenizer) -> Tokenizer:
-    if isinstance(model, Tokenizer):
-        return model
-    # A folder's files may change (a refitted prior): their modification times are part of the key.
-    return _load_cached(str(model), _stamp(Path(model), ("config.json", "model.safetensors", "prior.safetensors")))
-
-
 def _as_array(image, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         image = load_image(image, max_pixels=max_pixels)
@@ -113,124 +94,6 @@ def _as_array(image, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(to_rgb(image))
     raise ImageError(f"unsupported image input of type {type(image).__name__}")
-
-
-@functools.lru_cache(maxsize=1)
-def _feature_distance():
-    from ..metrics.perceptual import create_feature_distance
-
-    return create_feature_distance()
-
-
-def _quality(metric: str, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Higher is better for every metric: the feature distance enters negated."""
-    if metric == "psnr":
-        return psnr_metric(recon, target).clamp(max=99)
-    if metric == "ssim":
-        return ssim_metric(recon, target)
-    if metric == "perceptual":
-        with torch.no_grad():
-            return -_feature_distance()(recon, target)
-    raise ConfigError(f"unknown quality metric {metric!r}")
-
-
-def _decode_prefixes(tok: Tokenizer, tokens: torch.Tensor, counts: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    out = [tok.decode_prefixes(t, c) for t, c in zip(tokens.split(batch), counts.split(batch))]
-    return torch.cat(out)
-
-
-def choose_prefix_lengths(
-    tok: Tokenizer, tiles: torch.Tensor, tokens: torch.Tensor, metric: str, target: float
-) -> tuple[torch.Tensor, int]:
-    """Per tile, the smallest k whose decoding reaches `target` ("psnr" dB, "ssim", or "perceptual":
-    an EffNet-Lite0 feature distance at most `target`); tiles that cannot reach it get K.
-    Returns (lengths (T,), number of tiles that could not reach it)."""
-    if metric == "perceptual":
-        target = -float(target)  # _quality negates the distance so that higher is better
-    k_max = tok.num_tokens
-    full = _quality(metric, _decode_prefixes(tok, tokens, torch.full((len(tokens),), k_max)), tiles)
-    met = full >= target
-    lo = torch.ones(len(tokens), dtype=torch.long)
-    hi = torch.full((len(tokens),), k_max, dtype=torch.long)
-    lo[~met] = k_max
-    while True:
-        open_ = lo < hi
-        if not open_.any():
-            break
-        idx = open_.nonzero().flatten()
-        mid = (lo[idx] + hi[idx]) // 2
-        q = _quality(metric, _decode_prefixes(tok, tokens[idx], mid), tiles[idx])
-        ok = q >= target
-        hi[idx[ok]] = mid[ok]
-        lo[idx[~ok]] = mid[~ok] + 1
-    return lo, int((~met).sum())
-
-
-def allocate_prefix_lengths(
-    tok: Tokenizer, tiles: torch.Tensor, tokens: torch.Tensor, metric: str, target: float
-) -> tuple[torch.Tensor, bool]:
-    """Rate-distortion allocation: prefix lengths that reach a MEAN quality over all tiles with the
-    fewest bits. Each tile is decoded at a ladder of k (1, 2, 3, 4, 6, 8, ... K); a prefix costs its
-    bits under the prior (k * log2 V without one); for a multiplier lam every tile takes the k that
-    maximises quality - lam * bits, and lam is bisected until the mean quality meets `target`.
-    Returns (lengths (T,), whether the target was met)."""
-    k_max = tok.num_tokens
-    ladder = sorted({max(1, min(k_max, round(2 ** (i / 2)))) for i in range(2 * int(np.log2(k_max)) + 2)} | {k_max})
-    sign = -1.0 if metric == "perceptual" else 1.0
-    quality = torch.stack(
-        [_quality(metric, _decode_prefixes(tok, tokens, torch.full((len(tokens),), k)), tiles) for k in ladder]
-    ).numpy()  # (C, T), higher is better
-    goal = sign * float(target)
-    if tok.prior is not None:
-        bits = tok.prior.prefix_bits(tokens.cpu().numpy())[:, np.array(ladder) - 1].T  # (C, T)
-    else:
-        bits = np.array(ladder, dtype=np.float64)[:, None] * tok.bits_per_token * np.ones((1, len(tokens)))
-    columns = np.arange(len(tokens))
-
-    def choose(lam: float) -> np.ndarray:
-        return np.argmax(quality - lam * bits, axis=0)
-
-    best = choose(0.0)
-    if quality[best, columns].mean() < goal:
-        return torch.full((len(tokens),), k_max, dtype=torch.long), False
-    lo, hi = 0.0, 1.0
-    while quality[choose(hi), columns].mean() >= goal and hi < 1e6:
-        hi *= 4
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        if quality[choose(mid), columns].mean() >= goal:
-            lo = mid
-        else:
-            hi = mid
-    picks = choose(lo)
-    return torch.tensor(np.array(ladder)[picks], dtype=torch.long), True
-
-
-@functools.lru_cache(maxsize=4)
-def _load_lm_cached(name: str, stamp: tuple[float, ...]):
-    from ..lm import load as load_lm
-
-    return load_lm(name)
-
-
-def _token_lm(lm):
-    """A TokenLM from a TokenLM, a shipped LM name or an LM folder (cached like tokenizers)."""
-    from ..lm import TokenLM
-
-    if isinstance(lm, TokenLM):
-        return lm
-    return _load_lm_cached(str(lm), _stamp(Path(lm), ("config.json", "model.safetensors")))
-
-
-def _lm_id(lm) -> bytes:
-    """The LM's 4-byte id, computed once per LM object (it hashes every weight)."""
-    from ..lm import lm_id
-
-    cached = getattr(lm, "_vtok_lm_id", None)
-    if cached is None:
-        cached = lm_id(lm)
-        lm._vtok_lm_id = cached
-    return cached
 
 
 def encode_image(
@@ -259,14 +122,14 @@ def encode_image(
         options = EncodeOptions.from_kwargs(**targets)
     elif targets:
         raise ConfigError("give the encode options either as EncodeOptions or as keywords, not both")
-    tok = _tokenizer(model)
+    tok = tokenizer_for(model)
     if tok.num_tokens > 255:
         raise ConfigError(f"the .vtok format stores up to 255 tokens per tile; this model has {tok.num_tokens}")
     coding = options.coding or ("lm" if lm is not None else "ans" if tok.prior is not None else "bitpack")
     if coding == "lm":
         if lm is None:
             raise ConfigError("coding 'lm' needs a token LM: pass lm=... (CLI: --lm LM)")
-        lm = _token_lm(lm)
+        lm = token_lm(lm)
         from ..lm.pretrained import tokenizer_mismatch
 
         problem = tokenizer_mismatch(lm, tok)
@@ -308,6 +171,8 @@ def encode_image(
 # Coded sizes tried by scale="auto" (of each side), largest first: below 1 as long as the long side
 # keeps a tile; above 1 when the budget buys more tokens than the image at its own size can use
 # (each tile then covers less of the picture).
+
+
 SCALES = (2.0, 3 / 2, 1.0, 3 / 4, 1 / 2, 3 / 8, 1 / 4, 3 / 16, 1 / 8)
 
 
@@ -502,7 +367,7 @@ def _build_file(
     display: tuple[int, int] | None = None,
 ) -> bytes:
     method = CODINGS[code]
-    prior_id = tok.prior.id() if method is ANS else _lm_id(lm) if method is LM else None
+    prior_id = tok.prior.id() if method is ANS else lm_id_of(lm) if method is LM else None
     payload = method.encode(tok, tokens, counts, lm)
     f = VtokFile(code, tok.weights_id(), layout.width, layout.height, overlap, counts, payload, prior_id)
     f.display = display
@@ -573,65 +438,14 @@ class TokenFile:
         return out
 
 
-def _find_model(data: bytes, model: str | os.PathLike | Tokenizer | None) -> Tokenizer:
-    """The tokenizer a file names: `model` when given (and it must match), else the shipped one
-    whose weights the file names."""
-    from ..tokenizer import shipped_models
-
-    header = peek_header(data)
-    if model is not None:
-        tok = _tokenizer(model)
-        if header.version >= 2 and header.model_id != tok.weights_id():
-            raise FormatError(
-                f"this file was made by another model (weights id {header.model_id.hex()}); "
-                f"{tok.name} has weights id {tok.weights_id().hex()}"
-            )
-        if header.version == 1 and header.model_id != tok.fingerprint()[:4]:
-            raise FormatError(
-                f"this version-1 file was made by another model or prior (id {header.model_id.hex()}); "
-                f"{tok.name} with its prior has id {tok.fingerprint()[:4].hex()}"
-            )
-        return tok
-    for name in shipped_models():
-        tok = _tokenizer(name)
-        if header.model_id in (tok.weights_id(), tok.fingerprint()[:4]):
-            return tok
-    raise FormatError(
-        f"this file was made by a model that does not ship with vtok (weights id {header.model_id.hex()}): "
-        "give that model's folder (--model FOLDER, or model=...)"
-    )
-
-
-def _find_lm(f: VtokFile, tok: Tokenizer, lm):
-    """The token LM an LM-coded file names: `lm` when given (and it must match), else a shipped one."""
-    from ..lm import shipped_lms
-
-    assert f.prior_id is not None  # read_file reads the LM id of every LM-coded file
-    if lm is not None:
-        lm = _token_lm(lm)
-        if _lm_id(lm) != f.prior_id:
-            raise FormatError(
-                f"this file is coded under token LM {f.prior_id.hex()}; {lm.name} is LM {_lm_id(lm).hex()}"
-            )
-        return lm
-    for name in shipped_lms():
-        candidate = _token_lm(name)
-        if _lm_id(candidate) == f.prior_id:
-            return candidate
-    raise FormatError(
-        f"this file is coded under token LM {f.prior_id.hex()}, which does not ship with vtok: "
-        "give that LM's folder (--lm FOLDER, or lm=...)"
-    )
-
-
 def _read(
     data: bytes, model: str | os.PathLike | Tokenizer | None, lm=None, max_pixels: int = MAX_PIXELS
 ) -> tuple[Tokenizer, VtokFile, np.ndarray]:
-    tok = _find_model(data, model)
+    tok = find_model(data, model)
     f = read_file(data, tok.image_size, tok.num_tokens, max_pixels)
     coder = None  # the model the payload is coded under, besides the tokenizer: a token LM
     if CODINGS[f.coding].needs == "lm":
-        coder = _find_lm(f, tok, lm)
+        coder = find_lm(f, tok, lm)
     elif CODINGS[f.coding].needs == "prior":
         if tok.prior is None:
             raise FormatError(
