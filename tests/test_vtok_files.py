@@ -288,6 +288,15 @@ def test_encoder_side_search_makes_better_tokens_that_decode_as_any_other(tiny_m
     searched = vtok.codec.encode_image(image, tok, tokens=4, coding="bitpack", effort=2)
     assert searched.psnr > plain.psnr
     assert searched.data == vtok.codec.encode_image(image, tok, tokens=4, coding="bitpack", effort=2).data
+    full = tok.num_tokens  # all K tokens are searched too, and a byte budget's length
+    assert (
+        vtok.codec.encode_image(image, tok, tokens=full, effort=1).psnr
+        > vtok.codec.encode_image(image, tok, tokens=full).psnr
+    )
+    budget = len(vtok.codec.encode_image(image, tok, tokens=full, coding="bitpack").data)
+    at_budget = vtok.codec.encode_image(image, tok, max_bytes=budget, coding="bitpack", scale=1.0, effort=1)
+    assert len(at_budget.data) <= budget
+    assert at_budget.psnr > vtok.codec.encode_image(image, tok, max_bytes=budget, coding="bitpack", scale=1.0).psnr
     assert np.asarray(vtok.decompress(searched.data, tok)).shape == (48, 64, 3)
     tiles = torch.rand(3, 3, tok.image_size, tok.image_size, generator=torch.Generator().manual_seed(0))
     assert torch.equal(search_tokens(tok, tiles, 0), tok.encode(tiles))

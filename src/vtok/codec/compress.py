@@ -239,7 +239,7 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
             assert options.value is not None
             k = int(options.value)
         counts = torch.full((layout.count,), k, dtype=torch.long)
-        if options.effort and k < tok.num_tokens:  # the search aims at the one length that is kept
+        if options.effort and options.target == "tokens":  # the search aims at the one length kept (K too)
             ids = _encode_tiles(tok, tiles, progress, options.effort, counts)
 
     code = CODE_OF[coding]
@@ -264,7 +264,7 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
             else:
                 hi = mid - 1
         counts = torch.full((layout.count,), lo, dtype=torch.long)
-        if options.effort and lo < tok.num_tokens:  # search at the length that fits, keep it if it still fits
+        if options.effort:  # search at the length that fits, keep it if it still fits
             searched = _encode_tiles(tok, tiles, progress, options.effort, counts).cpu().numpy()
             if (
                 len(_build_file(tok, code, layout, overlap, np.full(layout.count, lo), searched, lm, display))
