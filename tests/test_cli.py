@@ -111,3 +111,23 @@ def test_encode_to_a_file_name_of_another_kind_is_refused_not_made_a_folder(tmp_
     code, out, err = run_cli(["encode", sample_images()[0], "-o", tmp_path / "x.png", "--tokens", "1"], capsys)
     assert code == 2 and "x.png" in err and ".vtok" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_skipped_file_is_named_once_and_a_first_prior_needs_no_note(tiny_model_dir, photo_dirs, tmp_path, capsys):
+    from conftest import run_cli
+
+    from vtok.demo import sample_images
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.jpg").write_bytes(sample_images()[0].read_bytes())
+    (folder / "bad.jpg").write_bytes(b"not a jpeg at all")
+    code, out, err = run_cli(
+        ["encode", folder, "-o", tmp_path / "out", "--model", tiny_model_dir, "--tokens", "1"], capsys
+    )
+    skipped = [line for line in err.splitlines() if "skipped" in line]
+    assert code == 2 and len(skipped) == 1 and skipped[0].count("bad.jpg") == 1
+    code, out, err = run_cli(["prior", tiny_model_dir, photo_dirs[1], "--crops", "1", "--out", tmp_path / "m"], capsys)
+    assert code == 0 and "previous prior" not in out  # the tiny model had none
+    code, out, err = run_cli(["prior", tmp_path / "m", photo_dirs[1], "--crops", "1", "--out", tmp_path / "m2"], capsys)
+    assert code == 0 and "previous prior" in out

@@ -194,3 +194,11 @@ def test_messages_read_as_a_user_expects():
         tok.decode(torch.zeros(1, 0, dtype=torch.float64))
     with pytest.raises(ConfigError, match=r"did you mean optim\.steps\?"):
         load_config(None, ["optim.stpes=3"])
+
+
+def test_a_mean_target_that_is_missed_reads_as_a_mean():
+    tok = vtok.create_tokenizer("ordered1d-tiny")
+    image = np.asarray(Image.open(sample_images()[0]).convert("RGB").resize((64, 64)))
+    enc = encode_image(image, tok, psnr=98.0, allocation="mean")
+    assert "the image's mean could not reach the target" in enc.summary() and "tile(s)" not in enc.summary()
+    assert "tile(s) could not reach the target" in encode_image(image, tok, psnr=98.0).summary()

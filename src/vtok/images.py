@@ -157,7 +157,8 @@ def _reading(path: Path) -> Iterator[None]:
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: not a readable image ({e})") from e
+        why = str(e).replace(f" '{path}'", "").replace(str(path), "the file")  # PIL repeats the path
+        raise ImageError(f"{path}: not a readable image ({why})") from e
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
 

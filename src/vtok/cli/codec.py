@@ -59,7 +59,7 @@ def _cmd_encode(args: argparse.Namespace) -> None:
         except VtokError as e:
             if len(files) == 1:
                 raise
-            say(f"vtok: skipped {path}: {e}", err=True)
+            say(f"vtok: skipped {path}: {_without_path(e, path)}", err=True)
             failed += 1
             continue
         with writing(target):  # an output that cannot be written stops the run: the next would fail too
@@ -83,7 +83,7 @@ def _cmd_decode(args: argparse.Namespace) -> None:
         except VtokError as e:  # a bad file (unreadable, corrupt, another model's) is skipped in a batch
             if len(files) == 1:
                 raise VtokError(f"{path}: {e}") from e
-            say(f"vtok: skipped {path}: {e}", err=True)
+            say(f"vtok: skipped {path}: {_without_path(e, path)}", err=True)
             failed += 1
             continue
         with writing(target):  # an output that cannot be written stops the run: the next would fail too
@@ -132,14 +132,22 @@ def _cmd_prior(args: argparse.Namespace) -> None:
             "with its new prior"
         )
     tok = load(args.model)
+    had_prior = tok.prior is not None
     fit_prior(tok, args.folder, crops_per_image=args.crops)
     with writing(out or args.model):
         folder = tok.save_pretrained(out or args.model)
     say(f"wrote {folder / 'prior.safetensors'} (prior id {tok.prior.id().hex()})")
-    say(
-        "note: .vtok files ANS-coded under this model's previous prior need that prior to decode; "
-        "bit-packed files are unaffected"
-    )
+    if had_prior:  # only a model that had a prior has files coded under it
+        say(
+            "note: .vtok files ANS-coded under this model's previous prior need that prior to decode; "
+            "bit-packed files are unaffected"
+        )
+
+
+def _without_path(error: Exception, path) -> str:
+    """An error's message without a leading "PATH: " that the skip line already shows."""
+    text = str(error)
+    return text[len(f"{path}: ") :] if text.startswith(f"{path}: ") else text
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

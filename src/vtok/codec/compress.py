@@ -79,7 +79,9 @@ class Encoded:
             parts.append(f"coded at {self.coded_size[0]}x{self.coded_size[1]}")
         if self.psnr is not None and self.ssim is not None:
             parts.append(f"PSNR {self.psnr:.2f} dB, SSIM {self.ssim:.3f}")
-        if self.unmet_tiles:
+        if self.unmet_tiles and self.options is not None and self.options.allocation == "mean":
+            parts.append("the image's mean could not reach the target: every tile keeps all its tokens")
+        elif self.unmet_tiles:
             parts.append(f"{self.unmet_tiles} tile(s) could not reach the target")
         return ", ".join(parts)
 
