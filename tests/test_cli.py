@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from vtok.cli import main
@@ -11,7 +12,9 @@ from vtok.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, cwd=None):
+def run_subprocess(*args, cwd=None):
+    """`python -m vtok ...` in a child process: kept for what only a real process shows (the entry
+    point); everything else runs in-process (conftest.run_cli), without starting torch again."""
     return subprocess.run(
         [sys.executable, "-m", "vtok", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
     )
@@ -48,7 +51,7 @@ def test_eval_prints_table_and_writes_json(tiny_model_dir, photo_dirs, tmp_path,
 @pytest.mark.slow
 def test_train_from_the_command_line(photo_dirs, tmp_path):
     out = tmp_path / "run"
-    result = run_cli(
+    result = run_subprocess(
         "train", REPO / "configs" / "tiny.yaml", f"data.train_dir={photo_dirs[0]}", f"out_dir={out}", "optim.steps=6"
     )
     assert result.returncode == 0, result.stderr
@@ -65,30 +68,27 @@ def test_train_from_the_command_line(photo_dirs, tmp_path):
         (["train", str(REPO / "configs" / "tiny.yaml"), "optim.nope=1"], "unknown config key"),
     ],
 )
-@pytest.mark.slow
-def test_user_mistakes_are_one_line_errors(args, message):
-    result = run_cli(*args)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+def test_user_mistakes_are_one_line_errors(args, message, capsys):
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("vtok: error:") and message in lines[0]
 
 
-@pytest.mark.slow
-def test_eval_on_an_empty_folder_and_a_folder_of_junk(tiny_model_dir, tmp_path):
-    result = run_cli("eval", tiny_model_dir, tmp_path)
-    assert result.returncode == 2 and "no image files" in result.stderr
+def test_eval_on_an_empty_folder_and_a_folder_of_junk(tiny_model_dir, tmp_path, capsys):
+    code, _, err = run_cli(["eval", tiny_model_dir, tmp_path], capsys)
+    assert code == 2 and "no image files" in err
     (tmp_path / "a.jpg").write_bytes(b"junk")
-    result = run_cli("eval", tiny_model_dir, tmp_path)
-    assert result.returncode == 2 and "could be read" in result.stderr and "Traceback" not in result.stderr
+    code, _, err = run_cli(["eval", tiny_model_dir, tmp_path], capsys)
+    assert code == 2 and "could be read" in err and "Traceback" not in err
 
 
-@pytest.mark.slow
-def test_demo_on_a_non_image_file(tiny_model_dir, tmp_path):
+def test_demo_on_a_non_image_file(tiny_model_dir, tmp_path, capsys):
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
-    result = run_cli("demo", bad, "--model", tiny_model_dir, "--out", tmp_path / "x.png")
-    assert result.returncode == 2 and "not a readable image" in result.stderr
+    code, _, err = run_cli(["demo", bad, "--model", tiny_model_dir, "--out", tmp_path / "x.png"], capsys)
+    assert code == 2 and "not a readable image" in err
 
 
 @pytest.mark.parametrize("command", ["train", "lm-train"])
@@ -104,8 +104,6 @@ def test_overrides_are_accepted_on_either_side_of_resume(command):
 
 
 def test_encode_to_a_file_name_of_another_kind_is_refused_not_made_a_folder(tmp_path, capsys):
-    from conftest import run_cli
-
     from vtok.demo import sample_images
 
     code, out, err = run_cli(["encode", sample_images()[0], "-o", tmp_path / "x.png", "--tokens", "1"], capsys)
@@ -114,8 +112,6 @@ def test_encode_to_a_file_name_of_another_kind_is_refused_not_made_a_folder(tmp_
 
 
 def test_a_skipped_file_is_named_once_and_a_first_prior_needs_no_note(tiny_model_dir, photo_dirs, tmp_path, capsys):
-    from conftest import run_cli
-
     from vtok.demo import sample_images
 
     folder = tmp_path / "in"
