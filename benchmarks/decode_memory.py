@@ -8,7 +8,8 @@ fresh process under GNU time, twice: `vtok decode FILE -o OUT.png` (streams a PN
 `vtok.decompress` (returns the image). Each run's peak resident memory is set against a baseline
 process that loads the model and decodes a one-tile file: the working set is
 
-    peak - baseline - returned image (3 bytes a pixel, decompress only)
+    peak - baseline - returned image (decompress only: a PIL RGB image, which Pillow stores in 4
+    bytes a pixel)
 
 and must stay under 200 MB whatever the shape. Default N: the most tiles the default limit of
 100,000,000 tile pixels allows (6,103 tiles of 128x128). Prints a table; --json writes it.
@@ -85,7 +86,7 @@ def main() -> int:
             base_py, _ = peak_mb([py, "-c", DECOMPRESS, str(one)])
             for wide in (True, False):
                 path, w, h = build(args.tiles, wide, coding, folder)
-                image_mb = w * h * 3 / 2**20
+                image_mb = w * h * 4 / 2**20  # a PIL RGB image holds 4 bytes a pixel
                 runs = (
                     ("vtok decode", [*vtok_cli, "decode", str(path), "-o", str(folder / "out.png")], base_decode, 0.0),
                     ("decompress", [py, "-c", DECOMPRESS, str(path)], base_py, image_mb),

@@ -645,6 +645,15 @@ def decompress(
 ) -> Image.Image:
     """.vtok bytes (or a path to a .vtok file) -> RGB PIL image at the original size. `model`:
     None finds the shipped model the file names; give a folder for your own models. `max_pixels`
-    bounds the work a file may order (check_budget), checked before any decoding."""
-    array, _ = decode_file(_file_bytes(data), model, lm, max_pixels=max_pixels)
-    return Image.fromarray(array, mode="RGB")
+    bounds the work a file may order (check_budget), checked before any decoding. The bands are
+    pasted into the image as they are decoded: the image is the only thing that grows with it."""
+    f, parts = decode_bands(_file_bytes(data), model, lm, max_pixels=max_pixels)
+    if f.display is not None:  # coded at another size: assembled, then resized
+        return Image.fromarray(_assemble(f, parts), mode="RGB")
+    image = Image.new("RGB", (f.width, f.height))
+    for strip, bands in parts:
+        y = 0
+        for band in bands:
+            image.paste(Image.fromarray(band, mode="RGB"), (strip.x0, y))
+            y += len(band)
+    return image
