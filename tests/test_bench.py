@@ -147,7 +147,10 @@ def test_codec_that_cannot_reach_vtok_is_not_a_vtok_win(tmp_path):
     files = write_report(result, tmp_path)
     assert json.loads(files["json"].read_text())["summary"]["m"]["8"]["codecs"]["jpeg"]["cannot_reach_rate"] == 0.5
     md = files["markdown"].read_text()
-    assert "cannot reach vtok's size" in md and "| 8 | jpeg | 50% | 105 B | 50% of 2 |" in md
+    assert (
+        "cannot reach vtok's size" in md
+        and "| 8 | jpeg | 50% | 105 B | 20.00 / 20.00 | 0.500 / 0.500 | 50% of 2 |" in md
+    )
     page = files["html"].read_text()
     assert "cannot reach vtok&#x27;s size</th>" in page and "<td>50% of 2</td>" in page
 
@@ -339,3 +342,22 @@ def test_paired_differences_are_per_image_and_hand_checkable(tiny_model_dir, pho
             assert p["psnr"]["mean"] == 0 and p["psnr"]["a_better_rate"] == 0
     md = write_report(result, tmp_path / "r")["markdown"].read_text()
     assert "paired per-image differences" in md
+
+
+def test_a_codec_on_a_shrunk_copy_is_shown_at_full_size_and_bd_rate_is_right():
+    from PIL import Image
+
+    from vtok.bench.codecs import available_codecs
+    from vtok.bench.run import bd_rate
+    from vtok.demo import sample_images
+
+    image = Image.open(sample_images()[0]).convert("RGB").resize((128, 128))
+    webp = next(c for c in available_codecs(("webp",))[0])
+    ladder = webp.downscale_ladder(image)
+    assert [c.scale for c in ladder][:3] == [1.0, 0.75, 0.5] and min(c.scale for c in ladder) * 128 >= 8
+    small, full = ladder[-1].encode(image, 50), webp.encode(image, 50)
+    assert small.image.size == (128, 128) and small.bytes < full.bytes
+    rates, psnrs = [100.0, 200.0, 400.0, 800.0], [18.0, 20.0, 22.0, 24.0]
+    assert bd_rate(rates, psnrs, rates, psnrs) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate([r / 2 for r in rates], psnrs, rates, psnrs) == pytest.approx(-0.5, abs=1e-6)
+    assert bd_rate(rates[:1], psnrs[:1], rates, psnrs) is None  # one point is no curve
