@@ -216,8 +216,8 @@ def test_a_shipped_model_one_tile_file_spends_at_most_12_bytes_besides_its_paylo
 def test_every_shipped_model_and_coder_has_a_one_byte_name():
     """The compact container names shipped models by an index into SHIPPED_IDS: a shipped model,
     prior or LM that changes must get its entries (old ones stay, for old files)."""
-    from vtok.codec.resolve import lm_id_of
     from vtok.codec.format import SHIPPED_IDS
+    from vtok.codec.resolve import lm_id_of
 
     for name in vtok.shipped_models():
         tok = vtok.load(name)
