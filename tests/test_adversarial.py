@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 from vtok.data import InMemoryCropSampler, source_weights
 from vtok.train import Trainer, load_config
 from vtok.train.adversarial import AdversarialLoss, PatchDiscriminator
-from vtok.train.tokenizer_task import sample_prefix_lengths
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,11 +85,6 @@ def test_adversarial_training_runs_resumes_and_stays_out_of_the_export(photo_dir
     resumed = Trainer(load_config(REPO / "configs" / "tiny.yaml", [*overrides, "optim.steps=10"]))
     resumed.fit(resume=True)
     assert resumed.step == 10
-
-
-def test_nested_dropout_keeps_short_prefixes_common():
-    k = sample_prefix_lengths(4000, 64, 0.25, torch.Generator().manual_seed(0))
-    assert (k == 64).float().mean() > 0.25 and (k <= 4).float().mean() > 0.2
 
 
 def test_flat_colour_share_replaces_that_share_of_crops(photo_dirs):

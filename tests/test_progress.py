@@ -32,3 +32,17 @@ def test_disabled_progress_and_slow_updates_print_nothing_until_the_end():
 
 def test_progress_bar_yields_every_item():
     assert list(progress_bar([1, 2, 3], "x", every_s=3600)) == [1, 2, 3]
+
+
+def test_the_closing_line_is_not_printed_twice():
+    import io
+
+    from vtok.progress import Progress
+
+    stream = io.StringIO()
+    p = Progress(3, "work", stream=stream, every_s=0.0)
+    for _ in range(3):
+        p.update(1)
+    p.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[-1] == "work: 3/3 it (100%)" and lines.count("work: 3/3 it (100%)") == 1

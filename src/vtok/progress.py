@@ -41,6 +41,7 @@ class Progress:
             self._bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True, file=self.stream)
         self._last = time.monotonic()
         self._closed = False
+        self._printed: str | None = None  # the last line printed: the closing line is not printed twice
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -68,7 +69,10 @@ class Progress:
         done = f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}"
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         extra = ", ".join(f"{k}={v}" for k, v in self.postfix.items())
-        print(f"{self.desc}: {done}{pct}{', ' + extra if extra else ''}", file=self.stream, flush=True)
+        line = f"{self.desc}: {done}{pct}{', ' + extra if extra else ''}"
+        if line != self._printed:
+            print(line, file=self.stream, flush=True)
+            self._printed = line
 
 
 def progress_bar(items: Iterable[T], desc: str, unit: str = "it", every_s: float = 10.0) -> Iterator[T]:
