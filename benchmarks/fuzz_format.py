@@ -514,7 +514,7 @@ def main() -> int:
 
     tok, coders = tiny_tokenizer()
     seeds = seed_files(tok, coders)
-    methods = sorted({s[5] for s in seeds})
+    methods = sorted({s[2] & 3 if s[:2] == b"vt" else s[5] for s in seeds})
     print(f"{len(seeds)} seeds; coding methods {', '.join(CODINGS[m].name for m in methods)}; tile {tok.image_size}")
     rng = random.Random(args.seed)
     mutator = Mutator(rng, tok.image_size, tok.num_tokens, sorted(CODINGS))

@@ -255,7 +255,9 @@ def test_resolution_is_a_coding_choice(tiny_model_dir):
     at_full = vtok.codec.encode_image(image, tok, max_bytes=budget, scale=1.0)
     assert len(auto.data) <= budget and auto.psnr >= at_full.psnr - 1e-9
     assert np.asarray(vtok.decompress(auto.data, tok)).shape == (90, 140, 3)
-    for bad in (0, -1, 5, "big", True):
+    double = vtok.codec.encode_image(image, tok, tokens=2, scale=2)  # larger than the image works too
+    assert double.coded_size == (280, 180) and vtok.decompress(double.data, tok).size == (140, 90)
+    for bad in (0, -1, 0.05, 5, "big", True):
         with pytest.raises(ConfigError):
             vtok.codec.encode_image(image, tok, tokens=2, scale=bad)
     with pytest.raises(ConfigError, match="max_bytes"):
@@ -269,8 +271,12 @@ def test_a_display_size_over_the_limit_is_refused_before_decoding(tiny_model_dir
     tok = vtok.load(tiny_model_dir)
     data = vtok.codec.encode_image(_photo((90, 140)), tok, tokens=2, scale=0.5).data
     f = read_file(data, tok.image_size, tok.num_tokens)
-    f.display = (1 << 20, 1 << 20)
+    f.display = (16 * f.width, 16 * f.height)  # the largest display a coded size may ask for
+    assert vtok.decompress(write_file(f, tile=tok.image_size), tok).size == f.display
     with pytest.raises(vtok.LimitError, match="shown at"):
+        vtok.decompress(write_file(f, tile=tok.image_size), tok, max_pixels=f.display[0] * f.display[1] - 1)
+    f.display = (16 * f.width + 1, f.height)
+    with pytest.raises(vtok.FormatError, match="more than 16x"):
         vtok.decompress(write_file(f, tile=tok.image_size), tok)
 
 

@@ -54,6 +54,9 @@ SHIPPED_IDS: dict[int, tuple[bytes, int, bytes | None]] = {
     6: (bytes.fromhex("32e4dc20"), 2, bytes.fromhex("3ca901a0")),  # the same under the default token LM
 }
 _FLAG_SHIPPED, _FLAG_SIZE, _FLAG_DISPLAY, _FLAG_RESERVED = 0x04, 0x08, 0x10, 0xE0
+# A display size is within this factor of the coded size in each side (scale 1/16..16): a small
+# file cannot order a resize to a huge picture from a few tiles.
+DISPLAY_RATIO = 16
 MAX_SIDE = 1 << 20
 MAX_PAYLOAD = 1 << 30
 
@@ -269,6 +272,12 @@ def _read_compact(data: bytes, tile: int, num_tokens: int, max_pixels: int) -> V
         display = (r.varint("display width", MAX_SIDE), r.varint("display height", MAX_SIDE))
         if min(display) < 1 or display == (width, height):
             raise FormatError(f"display size {display[0]}x{display[1]} is invalid")
+        dw, dh = display
+        if not (dw <= DISPLAY_RATIO * width and dh <= DISPLAY_RATIO * height and width <= DISPLAY_RATIO * dw
+                and height <= DISPLAY_RATIO * dh):  # fmt: skip
+            raise FormatError(
+                f"display size {dw}x{dh} is more than {DISPLAY_RATIO}x the coded {width}x{height} in a side"
+            )
         if display[0] * display[1] > max_pixels:
             raise LimitError(
                 f"the image is shown at {display[0]}x{display[1]}, over the limit of {max_pixels:,} pixels: "

@@ -56,10 +56,12 @@ class EncodeOptions:
                 if self.target != "max_bytes":
                     raise ConfigError("scale='auto' chooses the coded size for a byte budget: give max_bytes")
             elif (
-                isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not 0.01 <= self.scale <= 1
+                isinstance(self.scale, bool)
+                or not isinstance(self.scale, (int, float))
+                or not 1 / 16 <= self.scale <= 4
             ):
                 raise ConfigError(
-                    f"scale must be 'auto' or a number in 0.01..1 (the coded size's fraction), got {self.scale!r}"
+                    f"scale must be 'auto' or a number in 0.0625..4 (the coded size over the image's), got {self.scale!r}"
                 )
         if (self.target is None) != (self.value is None):
             raise ConfigError("a target needs a value and a value needs a target")
