@@ -36,6 +36,12 @@ def test_demo_on_a_model_folder_and_given_images(tiny_model_dir, photo_dirs, tmp
     assert "PSNR" in text and str(out) in text
     sheet = Image.open(out)
     assert sheet.width > 4 * 128 and sheet.height > 2 * 128  # original + 4 prefix lengths, 2 rows
+    searched = tmp_path / "searched.png"
+    argv = ["demo", *map(str, images), "--model", str(tiny_model_dir), "--out", str(searched), "--effort", "1"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "effort" in text.splitlines()[0] and len(text.splitlines()) == 1 + 2 * 2 * 4 + 1  # 2 images x 2 rows x 4 k
+    assert Image.open(searched).height > 1.8 * sheet.height  # each image's searched row beside its own
 
 
 def test_eval_prints_table_and_writes_json(tiny_model_dir, photo_dirs, tmp_path, capsys):

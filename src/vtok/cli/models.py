@@ -15,7 +15,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from ..demo import run_demo
 
     with writing(args.out):
-        result = run_demo(args.images or None, model=args.model, out=args.out)
+        result = run_demo(args.images or None, model=args.model, out=args.out, effort=args.effort)
     say(result.table())
     say(f"wrote {result.sheet}")
 
@@ -102,6 +102,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("images", nargs="*", help="image files (default: bundled sample photos)")
     d.add_argument("--model", default="default", help="shipped model name or model folder (default: default)")
     d.add_argument("--out", default="vtok_demo.png", help="PNG sheet to write (default: vtok_demo.png)")
+    d.add_argument(
+        "--effort", type=int, default=0, help="also a row of tokens searched at this effort (1-3), beside the encoder's"
+    )
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train a tokenizer from a YAML config")

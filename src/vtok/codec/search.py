@@ -110,6 +110,21 @@ def _objective(model, z, x, prefixes, lengths, tables, lam, half_width, exact: b
     return dist + lam * _soft_bits(bounded, tables, half_width, rate_keep.to(z.device))
 
 
+def _optimise(model, z, x, opt, level, prefixes, lengths, tables, half_width) -> None:
+    """Adam on the latents z for `level.steps` steps, the step size cosine from level.lr to 0."""
+    k = model.num_tokens
+    for step in range(level.steps):
+        for g in opt.param_groups:
+            g["lr"] = level.lr * 0.5 * (1 + math.cos(math.pi * step / level.steps))
+        # every prefix at once costs a decode each: a step takes the full length and one
+        # other prefix in turn (the final comparison in search_tokens weighs them all)
+        step_prefixes = [k, prefixes[step % (len(prefixes) - 1)]] if len(prefixes) > 1 else prefixes
+        loss = _objective(model, z, x, step_prefixes, lengths, tables, level.lam, half_width).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
 def search_tokens(
     tok,
     tiles: torch.Tensor,
@@ -146,16 +161,8 @@ def search_tokens(
             ln = None if lengths is None else torch.as_tensor(lengths[start : start + batch], dtype=torch.long)
             z = z0.clone().requires_grad_(True)
             opt = torch.optim.Adam([z], lr=level.lr)
-            for step in range(level.steps):
-                for g in opt.param_groups:  # cosine from lr to 0
-                    g["lr"] = level.lr * 0.5 * (1 + math.cos(math.pi * step / level.steps))
-                # every prefix at once costs a decode each: a step takes the full length and one
-                # other prefix in turn (the final comparison below weighs them all)
-                step_prefixes = [k, prefixes[step % (len(prefixes) - 1)]] if len(prefixes) > 1 else prefixes
-                loss = _objective(model, z, x, step_prefixes, ln, tables, level.lam, half_width).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            with torch.enable_grad():  # also under a caller's no_grad
+                _optimise(model, z, x, opt, level, prefixes, ln, tables, half_width)
             with torch.no_grad():  # keep the searched tokens only where they score better
                 searched = _objective(model, z, x, prefixes, ln, tables, level.lam, half_width, exact=True)
                 plain = _objective(model, z0, x, prefixes, ln, tables, level.lam, half_width, exact=True)
