@@ -240,6 +240,10 @@ def test_exclude_sources_holds_whole_sources_out(photo_dirs, tmp_path):
     assert {p.parent.name for p in Trainer(cfg).train_files} == {"a"}
     with pytest.raises(vtok.ConfigError, match="list of names"):
         load_config(None, ["data.exclude_sources=b"])
+    misspelt = load_config(REPO / "configs" / "tiny.yaml", [f"data.train_dir={train}", f"out_dir={tmp_path / 'r'}",
+                                                             "data.exclude_sources=[bb]"])  # fmt: skip
+    with pytest.raises(vtok.ConfigError, match=r"no source bb in .*its sources: a, b"):
+        Trainer(misspelt)
 
 
 def test_a_fine_tune_that_makes_held_out_photos_worse_warns(photo_dirs, tmp_path, caplog):

@@ -67,6 +67,13 @@ class Trainer:
         files, bad_train = scan_images(c.data.train_dir)
         if c.data.exclude_sources:
             root, excluded = Path(c.data.train_dir), set(c.data.exclude_sources)
+            sources = {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1}
+            unknown = sorted(excluded - sources)
+            if unknown:  # a misspelt source would silently train on what it meant to hold out
+                raise ConfigError(
+                    f"data.exclude_sources: no source {', '.join(unknown)} in {root} "
+                    f"(its sources: {', '.join(sorted(sources)) or 'none, the images are not in sub-folders'})"
+                )
             files = [p for p in files if p.relative_to(root).parts[0] not in excluded]
             bad_train = [p for p in bad_train if p.relative_to(root).parts[0] not in excluded]
         if not files:
