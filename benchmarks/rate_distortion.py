@@ -54,9 +54,9 @@ def best_codec_within(codecs, image: Image.Image, budget: int) -> dict | None:
     for codec in codecs:
         for scaled in codec.downscale_ladder(image):
             key = (id(image), codec.name, scaled.scale)
-            if key not in _LADDERS:
-                _LADDERS[key] = CodecLadder(scaled, image)
-            found = _LADDERS[key].best_within(budget)
+            if key not in _LADDERS:  # the image is kept with its ladder: its id cannot be reused
+                _LADDERS[key] = (image, CodecLadder(scaled, image))
+            found = _LADDERS[key][1].best_within(budget)
             if found is None:
                 continue
             p, s = _scores(found.image, image)

@@ -32,6 +32,7 @@ import torch
 from .errors import ModelLoadError
 
 __all__ = [
+    "state_dict_mismatch",
     "ModelFamily",
     "CONFIG_FILE",
     "WEIGHTS_FILE",
@@ -257,3 +258,17 @@ def hash_weights(h: Any, model: torch.nn.Module) -> None:
     for key, value in sorted(model.state_dict().items()):
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
+
+
+def state_dict_mismatch(expected: dict, state: dict) -> str | None:
+    """How `state` fails to fit a module whose state_dict is `expected`, in one line ("2 missing
+    (first: a.b); 1 of another shape (first: c)"), or None when every name and shape fits."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    parts = [
+        f"{len(keys)} {label} (first: {keys[0]})"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong_shape))
+        if keys
+    ]
+    return "; ".join(parts) or None

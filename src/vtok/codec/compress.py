@@ -9,7 +9,6 @@ Models and coders are found and cached by resolve.py.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import struct
 import tempfile
@@ -580,15 +579,13 @@ def decode_to_png(
 
 def _row_bands(f: VtokFile, parts, spool) -> Iterator[np.ndarray]:
     """Full-width (h, W, 3) bands, top to bottom: straight from a single strip, else through `spool`."""
-    parts = iter(parts)
-    first = next(parts)
-    rest = list(itertools.islice(parts, 1))
-    if not rest:  # one strip: its bands are the rows
-        yield from first[1]
+    parts = list(parts)  # (strip, lazy bands) pairs: nothing is decoded yet
+    if len(parts) == 1:  # one strip: its bands are the rows
+        yield from parts[0][1]
         return
     row_bytes = f.width * 3
     fd = spool.fileno()
-    for strip, bands in itertools.chain([first], rest, parts):
+    for strip, bands in parts:
         y = 0
         for band in bands:
             for i in range(len(band)):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .search import check_effort
 
 __all__ = ["EncodeOptions", "TARGET_KINDS"]
 
@@ -48,8 +49,6 @@ class EncodeOptions:
     scale: float | str | None = None
 
     def __post_init__(self) -> None:
-        from .search import check_effort
-
         check_effort(self.effort)
         if self.scale is not None:
             if self.scale == "auto":

@@ -19,14 +19,14 @@ from .format import VtokFile, peek_header
 __all__ = ["find_lm", "find_model", "lm_id_of", "token_lm", "tokenizer_for"]
 
 
-def _stamp(folder: Path, names: tuple[str, ...]) -> tuple[float, ...]:
+def _stamp(folder: Path, names: tuple[str, ...]) -> tuple[int, ...]:
     """Modification times of a model folder's files: part of the cache key, so a changed file
     reloads (read on every call: a stat is cheap, a stale model is not)."""
     return tuple((folder / name).stat().st_mtime_ns if (folder / name).is_file() else 0 for name in names)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, stamp: tuple[float, ...]) -> Tokenizer:
+def _load_cached(name: str, stamp: tuple[int, ...]) -> Tokenizer:
     return load(name)
 
 
@@ -38,7 +38,7 @@ def tokenizer_for(model: str | os.PathLike | Tokenizer) -> Tokenizer:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_lm_cached(name: str, stamp: tuple[float, ...]):
+def _load_lm_cached(name: str, stamp: tuple[int, ...]):
     from ..lm import load as load_lm
 
     return load_lm(name)

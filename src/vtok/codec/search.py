@@ -62,7 +62,7 @@ def check_effort(effort) -> int:
     return int(effort)
 
 
-def _digit_bit_tables(prior, quantizer) -> list[torch.Tensor] | None:
+def _digit_bit_tables(prior) -> list[torch.Tensor] | None:
     """Per digit d: (K, L_d) float32 bits of each level at each position, or None without a prior."""
     if prior is None:
         return None
@@ -104,7 +104,7 @@ def _objective(model, z, x, prefixes, lengths, tables, lam, half_width, exact: b
     dist = dist / len(keeps)
     if tables is None or lam <= 0:
         return dist
-    bounded = model.quantizer._bound(z.float())
+    bounded = model.quantizer.bound(z.float())
     if exact:
         bounded = torch.round(bounded)
     return dist + lam * _soft_bits(bounded, tables, half_width, rate_keep.to(z.device))
@@ -144,12 +144,12 @@ def search_tokens(
     if level is None:
         with torch.no_grad():
             return model.quantizer.quantize(z0_all).indices
-    if not hasattr(model.quantizer, "_bound"):
+    if not hasattr(model.quantizer, "bound"):
         raise ConfigError("effort > 0 needs an FSQ model (its latents are searched through the quantizer)")
     k = model.num_tokens
     prefixes = [2**i for i in range(int(math.log2(k)) + 1) if 2**i < k] + [k]
-    tables = _digit_bit_tables(tok.prior, model.quantizer)
-    half_width = torch.div(model.quantizer._levels, 2, rounding_mode="floor")
+    tables = _digit_bit_tables(tok.prior)
+    half_width = model.quantizer.half_width
     out = []
     was_training = model.training
     grads = [p.requires_grad for p in model.parameters()]

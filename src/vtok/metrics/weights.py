@@ -48,15 +48,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: str | os.PathLike) -> None:
     """`module.load_state_dict(state, strict=True)`, failing with one line that names the mismatch."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong_shape:
-        parts = [
-            f"{len(keys)} {label} (first: {keys[0]})"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong_shape))
-            if keys
-        ]
-        raise ModelLoadError(f"{path}: not {what} weights: tensors {'; '.join(parts)}")
+    from ..pretrained import state_dict_mismatch
+
+    problem = state_dict_mismatch(module.state_dict(), state)
+    if problem:
+        raise ModelLoadError(f"{path}: not {what} weights: tensors {problem}")
     module.load_state_dict(state, strict=True)

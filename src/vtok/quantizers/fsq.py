@@ -46,13 +46,18 @@ class FSQ(Quantizer):
         self.register_buffer("_levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
         self.register_buffer("_basis", torch.tensor(basis, dtype=torch.int64), persistent=False)
 
-    def _bound(self, z: torch.Tensor) -> torch.Tensor:
+    def bound(self, z: torch.Tensor) -> torch.Tensor:
         """Squash each dimension into (-L/2, L/2) so that rounding gives exactly L values."""
         eps = 1e-3
         half_l = (self._levels - 1) * (1 + eps) / 2
         offset = torch.where(self._levels % 2 == 0, 0.5, 0.0)
         shift = torch.atanh(offset / half_l)
         return torch.tanh(z + shift) * half_l - offset
+
+    @property
+    def half_width(self) -> torch.Tensor:
+        """(D,) floor(L / 2): a digit is round(bound(z)) + half_width, a code (digit - half) / half."""
+        return torch.div(self._levels, 2, rounding_mode="floor")
 
     def symbol_alphabets(self) -> list[int]:
         return list(self.levels)
@@ -61,9 +66,9 @@ class FSQ(Quantizer):
         """z: (B, N, D) float32."""
         if z.shape[-1] != self.dim:
             raise ValueError(f"FSQ expects last dim {self.dim}, got {tuple(z.shape)}")
-        bounded = self._bound(z)
+        bounded = self.bound(z)
         rounded = bounded + (torch.round(bounded) - bounded).detach()  # straight-through
-        half_width = torch.div(self._levels, 2, rounding_mode="floor")
+        half_width = self.half_width
         codes = rounded / half_width
         digits = (torch.round(bounded).detach() + half_width).long()  # (B, N, D) in [0, L)
         indices = (digits * self._basis).sum(dim=-1)
@@ -72,5 +77,5 @@ class FSQ(Quantizer):
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         levels = self._levels.long()
         digits = torch.div(indices.unsqueeze(-1), self._basis, rounding_mode="floor") % levels
-        half_width = torch.div(self._levels, 2, rounding_mode="floor")
+        half_width = self.half_width
         return (digits.float() - half_width) / half_width

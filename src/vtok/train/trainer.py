@@ -20,6 +20,7 @@ import yaml
 from ..data import load_images, scan_images, source_weights
 from ..errors import ConfigError, ImageError, ModelLoadError
 from ..files import atomic_path
+from ..pretrained import state_dict_mismatch
 from ..registry import build_model, create_model, variant_config
 from ..tokenizer import Tokenizer
 from .config import TrainConfig, config_to_dict, loop_settings
@@ -184,19 +185,11 @@ class Trainer:
         for key, value in self.model.state_dict().items():  # parts the source lacks start as the identity
             if key.startswith(grown) and key not in weights:
                 weights[key] = value
-        ours = self.model.state_dict()
-        missing = [k for k in ours if k not in weights]
-        unexpected = [k for k in weights if k not in ours]
-        reshaped = [k for k in ours if k in weights and weights[k].shape != ours[k].shape]
-        if missing or unexpected or reshaped:
-            parts = [
-                f"{len(names)} {what} (e.g. {names[0]})"
-                for names, what in ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape"))
-                if names
-            ]
+        problem = state_dict_mismatch(self.model.state_dict(), weights)
+        if problem:
             raise ConfigError(
                 f"model.init_from {name_or_path}: its weights do not fit the model this config builds: "
-                f"{'; '.join(parts)}. Leave out the model.overrides that change its shape"
+                f"{problem}. Leave out the model.overrides that change its shape"
             )
         self.model.load_state_dict(weights, strict=True)
 
