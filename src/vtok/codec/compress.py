@@ -186,7 +186,7 @@ def _encode_best_scale(tok, array, options, coding, overlap, lm, progress, measu
     and brought back to the original size, is closest to the original (PSNR). Chosen with the plain
     encoder; a search (effort > 0) then runs at the chosen size only."""
     h, w = array.shape[:2]
-    best: tuple[float, float] | None = None
+    best: tuple[float, float, Encoded] | None = None
     first_error: VtokError | None = None
     plain = dataclasses.replace(options, effort=0, scale=None)
     for f in SCALES:
@@ -203,10 +203,13 @@ def _encode_best_scale(tok, array, options, coding, overlap, lm, progress, measu
             continue
         assert enc.psnr is not None
         if best is None or enc.psnr > best[0]:
-            best = (enc.psnr, f)
+            best = (enc.psnr, f, enc)
     if best is None:
         assert first_error is not None
         raise first_error
+    if not options.effort:  # the plain encode of the chosen size is the file: not encoded again
+        best[2].options = options
+        return best[2]
     return _encode_array(tok, array, options, coding, overlap, lm, progress, measure, best[1])
 
 
