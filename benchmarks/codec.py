@@ -8,8 +8,9 @@
 2. Adaptive length: for SSIM targets, the smallest k per image that reaches it; compared with
    the fixed k that reaches the same mean SSIM (interpolated between fixed k), in payload bytes.
 3. A large held-out photo (1707x960) at vtok's smallest settings vs the smallest JPEG, WebP,
-   AVIF and JPEG XL files (the settings and search of `vtok bench`), and each codec's best SSIM
-   within vtok's byte size; writes
+   AVIF and JPEG XL files (the settings and search of `vtok bench`), and each codec's best file
+   within vtok's byte size, at full size and (the best PSNR over the `<codec>-down` ladder of
+   sizes) on a shrunk copy enlarged again; writes
    docs/images/large_photo.png.
 """
 
@@ -25,7 +26,7 @@ import torch
 from PIL import Image
 
 import vtok
-from vtok.bench.codecs import CodecLadder, available_codecs
+from vtok.bench.codecs import CodecLadder, SizeLadders, available_codecs
 from vtok.codec import allocate_prefix_lengths, choose_prefix_lengths, encode_image, single_tile_file_sizes
 from vtok.codec.entropy import ans_decode, ans_encode, pack_tokens
 from vtok.data import load_folder
@@ -133,6 +134,7 @@ def large_photo(tok, path: Path, out_png: Path) -> dict:
     codecs, _ = available_codecs()
     for codec in codecs:
         ladder = CodecLadder(codec, img)  # the same settings and search as `vtok bench`
+        sizes = SizeLadders(codec, img, ref)  # ... and on shrunk copies, enlarged again (`<codec>-down`)
         smallest = ladder.file(codec.qualities[0])
         entry = {"smallest_bytes": smallest.bytes, "ssim_of_smallest": float(ssim(_batch(smallest.image), ref))}
         row1.append(
@@ -153,6 +155,15 @@ def large_photo(tok, path: Path, out_png: Path) -> dict:
                     row2.append((best.image, text))
             elif label == "large":
                 row2.append((smallest.image, f"{codec.name} cannot reach {budget} B\n(smallest shown)"))
+            down = sizes.best_within(budget)
+            if down is not None:
+                size, f = down
+                entry[f"at_{label}_budget_downscaled"] = {"bytes": f.bytes, "quality": f.quality, "scale": size.codec.scale,
+                                                          **size.score(f.quality)}  # fmt: skip
+                if label == "large":
+                    score = entry[f"at_{label}_budget_downscaled"]
+                    text = f"{codec.name} at {size.codec.scale:.3g}x size: {f.bytes} B\nSSIM {score['ssim']:.3f}"
+                    row2.append((f.image, text))
         result["codecs"][codec.name] = entry
     from vtok.viz import image_sheet, save_image_atomic
 
@@ -215,8 +226,10 @@ def main() -> None:
         for fmt, c in lp["codecs"].items():
             parts = [f"smallest {c['smallest_bytes']} B (SSIM {c['ssim_of_smallest']:.3f})"]
             for label, v in (("small", lp["vtok"][0]), ("large", lp["vtok"][-1])):
-                at = c.get(f"at_{label}_budget")
+                at, down = c.get(f"at_{label}_budget"), c.get(f"at_{label}_budget_downscaled")
                 parts.append(f"within {v['bytes']} B: " + (f"SSIM {at['ssim']:.3f}" if at else "cannot reach"))
+                if down:
+                    parts.append(f"shrunk {down['scale']:.3g}x: PSNR {down['psnr']:.2f}, SSIM {down['ssim']:.3f}")
             print(f"  {fmt}: " + "; ".join(parts))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")

@@ -166,6 +166,22 @@ def test_equal_bytes_stays_within_each_budget(client, photo):
     jpeg = client.post("/api/equal-bytes?codec=jpeg", content=photo).json()
     assert jpeg["prefixes"][0] is None  # JPEG's headers alone outweigh one token's file: "cannot reach"
     assert_error(client.post("/api/equal-bytes?codec=gif", content=photo), 422)
+    # the shrunk copies (on by default) reach budgets the full-size codec cannot, and never lose to it
+    full = client.post("/api/equal-bytes?codec=webp&downscaled=false", content=photo).json()
+    assert body["downscaled"] and not full["downscaled"] and all(r["scale"] == 1.0 for r in full["prefixes"] if r)
+    assert sum(r is not None for r in body["prefixes"]) >= sum(r is not None for r in full["prefixes"])
+    assert any(r is not None and r["scale"] < 1 for r in body["prefixes"])
+    for down, whole in zip(body["prefixes"], full["prefixes"]):
+        assert whole is None or (down is not None and down["psnr"] >= whole["psnr"])
+
+
+def test_prefixes_with_searched_tokens(client, tok, photo):
+    plain = client.post("/api/prefixes", content=photo).json()
+    searched = client.post("/api/prefixes?effort=1", content=photo).json()
+    assert plain["effort"] == 0 and searched["effort"] == 1 and searched["tokens"] != plain["tokens"]
+    mean = lambda body: np.mean([r["psnr"] for r in body["prefixes"]])  # noqa: E731
+    assert mean(searched) > mean(plain)  # better at the prefixes on the whole
+    assert_error(client.post("/api/prefixes?effort=9", content=photo), 422)
 
 
 @pytest.mark.slow

@@ -281,3 +281,43 @@ def test_a_fresh_clone_gets_a_warm_start_and_missing_folders_right(photo_dirs, t
         Trainer(cfg)
     with pytest.raises(vtok.ConfigError, match=r"previous_default.py data/default-v9 --version v9"):
         Trainer(_cfg(photo_dirs, tmp_path / "t", "model.init_from=data/default-v9"))
+
+
+def test_semantic_alignment_trains_the_tokens_and_stays_out_of_the_export(photo_dirs, tmp_path):
+    """loss.align: the projection learns (its loss is logged), the encoder gets its gradient, the
+    projection and its optimizer ride in the checkpoint, and the exported model loads strictly into a
+    plain model of its config (no alignment weights in it)."""
+    from vtok.train.alignment import AlignmentSettings, SemanticAlignment
+
+    tok = vtok.create_tokenizer("ordered1d-tiny")
+    align = SemanticAlignment(tok.num_tokens, tok.model.quantizer.dim, AlignmentSettings(weight=1.0, max_prefix=4))
+    assert align.prefixes == [1, 2, 4]
+    x = torch.rand(4, 3, tok.image_size, tok.image_size)
+    out = tok.model(x * 2 - 1)
+    loss, parts = align(out.codes, x)
+    loss.backward()
+    encoder = {n for n in tok.model.encoder_parts}
+    encoder_grads = [p.grad for n, p in tok.model.named_parameters() if n.split(".")[0] in encoder]
+    assert encoder_grads and any(
+        g is not None and g.abs().sum() > 0 for g in encoder_grads
+    )  # reaches the encoder through the codes
+    assert 0.0 <= parts["align"] <= 2.0 and {"align_k1", "align_k4"} <= set(parts)
+    before = [p.detach().clone() for p in align.project.parameters()]
+    align.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, align.project.parameters()))
+
+    cfg = _cfg(
+        photo_dirs, tmp_path / "r", "optim.steps=4", "loss.align=0.5", "loss.align_max_prefix=4", "checkpoint_every=2"
+    )
+    trainer = Trainer(cfg)
+    folder = trainer.fit()
+    with open(tmp_path / "r" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and "align" in rows[0] and float(rows[-1]["align"]) > 0
+    state = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert "project" in state["task"]["alignment"] and int(state["task"]["alignment"]["seen"]) == 4
+    exported = load_file(Path(folder) / "model.safetensors")
+    assert not any("project" in k or "backbone" in k for k in exported)
+    vtok.load(folder)  # strict
+    with pytest.raises(vtok.ConfigError, match="align_max_prefix"):
+        Trainer(_cfg(photo_dirs, tmp_path / "s", "loss.align=0.5", "loss.align_max_prefix=0"))

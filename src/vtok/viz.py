@@ -59,3 +59,29 @@ def save_image_atomic(im: Image.Image, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
     return path
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or the error that names the `plot` extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        from .errors import OptionalDependencyError
+
+        raise OptionalDependencyError("matplotlib", "plot", "plots") from exc
+    return plt
+
+
+def save_figure_atomic(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure (format from the suffix) whole or not at all, and close it."""
+    from .files import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    pyplot().close(fig)
+    return path

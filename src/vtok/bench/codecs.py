@@ -16,12 +16,29 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from PIL import Image
 
 from ..errors import OptionalDependencyError
+from ..images import pil_to_tensor
+from ..metrics.pixel import psnr, ssim
 
-__all__ = ["Codec", "CodecFile", "CodecLadder", "available_codecs", "CODEC_NAMES", "DOWNSCALE_FACTORS"]
+__all__ = [
+    "Codec",
+    "CodecFile",
+    "CodecLadder",
+    "ScoredLadder",
+    "SizeLadders",
+    "available_codecs",
+    "CODEC_NAMES",
+    "DOWNSCALE_FACTORS",
+    "METRICS",
+]
+
+METRICS = ("psnr", "ssim", "feature_distance", "lpips")  # every per-image quality a record can carry
+LOWER_IS_BETTER = frozenset({"feature_distance", "lpips"})
 
 # Sizes tried for the downscaled codecs, as fractions of each side: 128 px -> 128, 96, 64, 48, 32,
 # 24, 16, 12 px. 1 is in the ladder: at a large budget full size is the best "downscale".
@@ -125,6 +142,85 @@ class CodecLadder:
         if first > self.codec.qualities[1] or not reaches(first):
             return None
         return self.file(first)
+
+
+class ScoredLadder(CodecLadder):
+    """A codec ladder whose decoded files are also scored at most once (PSNR, SSIM and each of
+    `distances`, feature distances with .features / .from_features) against `reference` (1, 3, H, W)."""
+
+    def __init__(self, codec, original, reference: torch.Tensor, distances: dict[str, Any] | None = None):
+        super().__init__(codec, original)
+        distances = distances or {}
+        self.reference, self.distances = reference, distances
+        with torch.no_grad():
+            self.reference_features = {name: d.features(reference) for name, d in distances.items()}
+        self._scores: dict[int, dict[str, float]] = {}
+
+    @torch.no_grad()
+    def score(self, quality: int) -> dict[str, float]:
+        if quality not in self._scores:
+            x = pil_to_tensor(self.file(quality).image)[None]
+            out = {"psnr": float(psnr(x, self.reference).clamp(max=99)), "ssim": float(ssim(x, self.reference))}
+            for name, d in self.distances.items():
+                out[name] = float(d.from_features(d.features(x), self.reference_features[name]))
+            self._scores[quality] = out
+        return self._scores[quality]
+
+    def record(self, vtok_rec: dict) -> dict[str, Any]:
+        budget = vtok_rec["file_bytes"]
+        out: dict[str, Any] = {"smallest_bytes": self.file(self.codec.qualities[0]).bytes}
+        best = self.best_within(budget)
+        # A codec that cannot get this small is recorded as such, never averaged away.
+        out["at_budget"] = (
+            None if best is None else {"bytes": best.bytes, "quality": best.quality, **self.score(best.quality)}
+        )
+        out["to_match"] = {}
+        for metric in METRICS:
+            if metric not in vtok_rec:
+                continue
+            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+            target = sign * vtok_rec[metric]
+
+            def reaches(quality: int, m: str = metric, s: float = sign, t: float = target) -> bool:
+                return s * self.score(quality)[m] >= t
+
+            match = self.cheapest_reaching(reaches)
+            out["to_match"][metric] = None if match is None else {"bytes": match.bytes, "ratio": match.bytes / budget}
+        return out
+
+
+class SizeLadders:
+    """A codec at a ladder of sizes (``Codec.downscale_ladder``), each size scored as ScoredLadder: per
+    budget the size with the best PSNR within it, per quality target the fewest bytes over sizes."""
+
+    def __init__(
+        self, codec, original, reference: torch.Tensor, distances: dict[str, Any] | None = None, downscaled: bool = True
+    ):
+        codecs = codec.downscale_ladder(original) if downscaled else [codec]  # not downscaled: full size alone
+        self.sizes = [ScoredLadder(c, original, reference, distances) for c in codecs]
+
+    def best_within(self, budget: int) -> tuple[ScoredLadder, CodecFile] | None:
+        found = [(s, f) for s in self.sizes if (f := s.best_within(budget)) is not None]
+        return max(found, key=lambda sf: sf[0].score(sf[1].quality)["psnr"], default=None)
+
+    def record(self, vtok_rec: dict) -> dict[str, Any]:
+        out: dict[str, Any] = {"smallest_bytes": min(s.file(s.codec.qualities[0]).bytes for s in self.sizes)}
+        best = self.best_within(vtok_rec["file_bytes"])
+        out["at_budget"] = None
+        if best is not None:
+            ladder, f = best
+            out["at_budget"] = {
+                "bytes": f.bytes,
+                "quality": f.quality,
+                "scale": ladder.codec.scale,
+                **ladder.score(f.quality),
+            }
+        per_size = [s.record(vtok_rec)["to_match"] for s in self.sizes]
+        out["to_match"] = {}
+        for metric in {m for r in per_size for m in r}:
+            matches = [r[metric] for r in per_size if r.get(metric)]
+            out["to_match"][metric] = min(matches, key=lambda m: m["bytes"]) if matches else None
+        return out
 
 
 def _jpeg(im, buf, q):

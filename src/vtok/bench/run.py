@@ -37,12 +37,19 @@ import torch
 from ..codec import single_tile_file_sizes
 from ..data import load_folder
 from ..errors import ImageError, OptionalDependencyError
-from ..images import pil_to_tensor, tensor_to_pil
+from ..images import tensor_to_pil
 from ..metrics.pixel import ms_ssim, psnr, ssim
 from ..metrics.quality import high_frequency_ratio
 from ..metrics.tokens import token_statistics
 from ..tokenizer import Tokenizer, load
-from .codecs import CODEC_NAMES, CodecFile, CodecLadder, available_codecs
+from .codecs import (
+    CODEC_NAMES,
+    LOWER_IS_BETTER,
+    METRICS,
+    ScoredLadder,
+    SizeLadders,
+    available_codecs,
+)
 
 if TYPE_CHECKING:
     from ..metrics.lpips import LPIPS
@@ -50,8 +57,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BenchResult", "run_bench", "summarize", "paired_differences", "frechet_distance"]
 
-METRICS = ("psnr", "ssim", "feature_distance", "lpips")  # every per-image quality a record can carry
-LOWER_IS_BETTER = frozenset({"feature_distance", "lpips"})
 DISTANCE_CHUNK = 16  # images per perceptual forward pass: bounds the memory of large backbones
 SHEET_IMAGES = 4  # images shown side by side at equal bytes
 # A plug-in entropy estimate from N samples over B bins is biased low by about (B - 1) / (2 N ln 2)
@@ -167,15 +172,15 @@ def run_bench(
             if inception is not None:
                 info["fid"][str(k)] = frechet_distance(set_features["fid"][0], set_features["fid"][k])
         file_sizes = {k: single_tile_file_sizes(tok, tokens.numpy(), np.full(len(images), k)) for k in ks}
-        sheet_ladders: list[dict[str, _Scored]] = []
+        sheet_ladders: list[dict[str, ScoredLadder]] = []
         sheet_records: list[dict[str, Any]] = []
         bar = Progress(len(images), f"bench {label}", unit="img", enabled=progress)
         for i in range(len(images)):
             ladders: dict[str, Any] = {}
             for codec in found:
-                ladders[codec.name] = _Scored(codec, originals_pil[i], images[i : i + 1], distances)
+                ladders[codec.name] = ScoredLadder(codec, originals_pil[i], images[i : i + 1], distances)
                 if downscaled:
-                    ladders[f"{codec.name}-down"] = _ScoredSizes(codec, originals_pil[i], images[i : i + 1], distances)
+                    ladders[f"{codec.name}-down"] = SizeLadders(codec, originals_pil[i], images[i : i + 1], distances)
             if i < SHEET_IMAGES:
                 sheet_ladders.append(ladders)
             for k in ks:
@@ -203,7 +208,7 @@ def run_bench(
                 f"vtok {_elide(label)}\n{rec['file_bytes']} B\nSSIM {rec['ssim']:.3f}",
             ]
             for name, ladder in ladders.items():
-                if isinstance(ladder, _ScoredSizes):
+                if isinstance(ladder, SizeLadders):
                     found_best = ladder.best_within(rec["file_bytes"])
                     if found_best is None:
                         continue  # the full-size column already shows that it cannot get this small
@@ -321,80 +326,6 @@ def _score_prefixes(tok: Tokenizer, tokens: torch.Tensor, images: torch.Tensor, 
                 pooled[name][k].append(net(recon))
     joined = {k: {m: None if v[0] is None else torch.cat(v) for m, v in q.items()} for k, q in quality.items()}
     return joined, {name: {k: torch.cat(v) for k, v in per_k.items()} for name, per_k in pooled.items()}
-
-
-class _Scored(CodecLadder):
-    """A codec ladder whose decoded files are also scored at most once."""
-
-    def __init__(self, codec, original, reference: torch.Tensor, distances: dict[str, LPIPS | FeatureDistance]):
-        super().__init__(codec, original)
-        self.reference, self.distances = reference, distances
-        with torch.no_grad():
-            self.reference_features = {name: d.features(reference) for name, d in distances.items()}
-        self._scores: dict[int, dict[str, float]] = {}
-
-    @torch.no_grad()
-    def score(self, quality: int) -> dict[str, float]:
-        if quality not in self._scores:
-            x = pil_to_tensor(self.file(quality).image)[None]
-            out = {"psnr": float(psnr(x, self.reference).clamp(max=99)), "ssim": float(ssim(x, self.reference))}
-            for name, d in self.distances.items():
-                out[name] = float(d.from_features(d.features(x), self.reference_features[name]))
-            self._scores[quality] = out
-        return self._scores[quality]
-
-    def record(self, vtok_rec: dict) -> dict[str, Any]:
-        budget = vtok_rec["file_bytes"]
-        out: dict[str, Any] = {"smallest_bytes": self.file(self.codec.qualities[0]).bytes}
-        best = self.best_within(budget)
-        # A codec that cannot get this small is recorded as such, never averaged away.
-        out["at_budget"] = (
-            None if best is None else {"bytes": best.bytes, "quality": best.quality, **self.score(best.quality)}
-        )
-        out["to_match"] = {}
-        for metric in METRICS:
-            if metric not in vtok_rec:
-                continue
-            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-            target = sign * vtok_rec[metric]
-
-            def reaches(quality: int, m: str = metric, s: float = sign, t: float = target) -> bool:
-                return s * self.score(quality)[m] >= t
-
-            match = self.cheapest_reaching(reaches)
-            out["to_match"][metric] = None if match is None else {"bytes": match.bytes, "ratio": match.bytes / budget}
-        return out
-
-
-class _ScoredSizes:
-    """A codec at a ladder of sizes (``Codec.downscale_ladder``), each size scored as _Scored: per
-    budget the size with the best PSNR within it, per quality target the fewest bytes over sizes."""
-
-    def __init__(self, codec, original, reference: torch.Tensor, distances: dict[str, LPIPS | FeatureDistance]):
-        self.sizes = [_Scored(c, original, reference, distances) for c in codec.downscale_ladder(original)]
-
-    def best_within(self, budget: int) -> tuple[_Scored, CodecFile] | None:
-        found = [(s, f) for s in self.sizes if (f := s.best_within(budget)) is not None]
-        return max(found, key=lambda sf: sf[0].score(sf[1].quality)["psnr"], default=None)
-
-    def record(self, vtok_rec: dict) -> dict[str, Any]:
-        out: dict[str, Any] = {"smallest_bytes": min(s.file(s.codec.qualities[0]).bytes for s in self.sizes)}
-        best = self.best_within(vtok_rec["file_bytes"])
-        out["at_budget"] = None
-        if best is not None:
-            ladder, f = best
-            out["at_budget"] = {
-                "bytes": f.bytes,
-                "quality": f.quality,
-                "scale": ladder.codec.scale,
-                **ladder.score(f.quality),
-            }
-        per_size = [s.record(vtok_rec)["to_match"] for s in self.sizes]
-        out["to_match"] = {}
-        for metric in {m for r in per_size for m in r}:
-            matches = [r[metric] for r in per_size if r.get(metric)]
-            out["to_match"][metric] = min(matches, key=lambda m: m["bytes"]) if matches else None
-        return out
 
 
 def summarize(result: BenchResult) -> dict[str, Any]:

@@ -25,6 +25,7 @@ COMMAND_ORDER = (
     "demo",
     "train",
     "eval",
+    "probe",
     "encode",
     "decode",
     "prior",

@@ -1,4 +1,4 @@
-"""The commands about tokenizer models: ``vtok demo``, ``vtok train``, ``vtok eval``, ``vtok bench``, ``vtok list``."""
+"""The commands about tokenizer models: ``vtok demo``, ``vtok train``, ``vtok eval``, ``vtok probe``, ``vtok bench``, ``vtok list``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,30 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         with writing(args.json):
             write_atomic(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
         say(f"wrote {args.json}")
+
+
+def _cmd_probe(args: argparse.Namespace) -> None:
+    from ..files import write_atomic
+    from ..metrics.probe import probe
+    from ..tokenizer import load
+
+    result = probe(
+        load(args.model),
+        args.folder,
+        folds=args.folds,
+        seed=args.seed,
+        limit=args.limit,
+        representation=args.representation,
+    )
+    say(result.table())
+    if args.json:
+        with writing(args.json):
+            write_atomic(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+        say(f"wrote {args.json}")
+    if args.plot:
+        with writing(args.plot):
+            result.plot(args.plot)
+        say(f"wrote {args.plot}")
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -97,7 +121,7 @@ def _cmd_list(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add demo, train, eval, bench and list to the `vtok` subcommands."""
+    """Add demo, train, eval, probe, bench and list to the `vtok` subcommands."""
     d = sub.add_parser("demo", help="reconstruct photos at k = 1, 2, 4, ..., K tokens into one PNG sheet")
     d.add_argument("images", nargs="*", help="image files (default: bundled sample photos)")
     d.add_argument("--model", default="default", help="shipped model name or model folder (default: default)")
@@ -126,6 +150,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--limit", type=int, default=None, help="use at most this many images")
     e.set_defaults(func=_cmd_eval)
+
+    pr = sub.add_parser("probe", help="what k tokens know: linear probes of EfficientNet features and classes per k")
+    pr.add_argument("model", help="shipped model name or model folder")
+    pr.add_argument("folder", help="folder of photos (searched recursively; sub-folders are classes where several)")
+    pr.add_argument("--json", help="also write the full result as JSON here")
+    pr.add_argument("--plot", help="also write the curves against k as a PNG (needs the plot extra)")
+    pr.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the folds (default: 0)")
+    pr.add_argument("--limit", type=int, default=None, help="use at most this many photos")
+    pr.add_argument(
+        "--representation",
+        choices=("codes", "onehot"),
+        default="codes",
+        help="tokens as quantized codes or one-hot digits",
+    )
+    pr.set_defaults(func=_cmd_probe)
 
     be = sub.add_parser("bench", help="quality per token and per byte, beside JPEG/WebP/AVIF/JPEG XL, with plots")
     be.add_argument("models", nargs="+", help="shipped model names or model folders, then the image folder last")

@@ -109,12 +109,14 @@ class ConvTrunkConfig:
 
 @dataclass
 class ModelOutput:
-    """recon: (B, 3, S, S) in about [-1, 1]; indices: (B, K); aux_loss: scalar."""
+    """recon: (B, 3, S, S) in about [-1, 1]; indices: (B, K); aux_loss: scalar; codes: (B, K, D),
+    the quantized codes with the quantizer's straight-through gradient (for auxiliary losses)."""
 
     recon: torch.Tensor
     indices: torch.Tensor
     aux_loss: torch.Tensor
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    codes: torch.Tensor | None = None
 
 
 def _parameters(part) -> list[nn.Parameter]:
@@ -214,7 +216,7 @@ class TokenizerModel(nn.Module):
         if keep is None:
             keep = torch.full((x.shape[0],), self.num_tokens, dtype=torch.long, device=x.device)
         recon = self.decode_codes(q.codes, keep)
-        return ModelOutput(recon=recon, indices=q.indices, aux_loss=q.aux_loss, stats=q.stats)
+        return ModelOutput(recon=recon, indices=q.indices, aux_loss=q.aux_loss, stats=q.stats, codes=q.codes)
 
     def _prefix_mask(self, keep: torch.Tensor) -> torch.Tensor:
         """(B,) -> (B, K, 1) bool, True where the token is kept."""

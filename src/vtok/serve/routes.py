@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from .. import EncodeOptions, Tokenizer
+from ..codec.search import check_effort
 from . import work
 from .http_errors import ApiError, validation_message
 from .limits import Gate, Limits
@@ -285,25 +286,30 @@ async def prefixes(
     pixels: Literal["png", "raw"] = Query(
         "png", description="png: a PNG data URL per k; raw: one base64 (K, S, S, 3) uint8 RGB block"
     ),
+    effort: int = Query(0, description="0: the encoder's tokens; 1-3: searched tokens (0.4-2.2 s on 2 CPU cores)"),
 ) -> dict[str, Any]:
     tok = _tokenizer(request, model)
-    return {"model": _name(request, tok)} | await _on_image(request, work.all_prefixes, tok, pixels)
+    effort = check_effort(effort)  # checked before the image is read
+    return {"model": _name(request, tok)} | await _on_image(request, work.all_prefixes, tok, pixels, effort)
 
 
 @router.post(
     "/api/equal-bytes",
-    summary="Image -> a classical codec's best file within the vtok bytes of every prefix k",
+    summary="Image -> a classical codec's best file (full size or shrunk) within the vtok bytes of every prefix k",
     openapi_extra={"requestBody": IMAGE_BODY},
 )
 async def equal_bytes(
     request: Request,
     model: str | None = model_query,
     codec: Literal["jpeg", "webp", "avif"] = Query("jpeg"),
+    downscaled: bool = Query(
+        True, description="also the codec on shrunk copies enlarged again (what a user wanting a tiny file does)"
+    ),
 ) -> dict[str, Any]:
     tok = _tokenizer(request, model)
     if codec not in request.app.state.codecs:
         raise ApiError(501, f"this server's Pillow cannot write {codec}")
-    return {"model": _name(request, tok)} | await _on_image(request, work.equal_bytes, tok, codec)
+    return {"model": _name(request, tok)} | await _on_image(request, work.equal_bytes, tok, codec, downscaled)
 
 
 @router.post(

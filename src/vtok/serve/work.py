@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .. import EncodeOptions, Tokenizer, decompress
-from ..bench.codecs import CodecLadder, available_codecs
+from ..bench.codecs import SizeLadders, available_codecs
 from ..codec import encode_image, single_tile_file_sizes
 from ..codec.format import peek_header, read_file
 from ..errors import FormatError, ImageError, LimitError, TokenError, VtokError
@@ -128,16 +128,19 @@ def decode_png(tok: Tokenizer, tokens: Any) -> bytes:
     return _png(Image.fromarray(_to_uint8(tok.decode(checked))[0]))
 
 
-@torch.inference_mode()
-def all_prefixes(tok: Tokenizer, image: Image.Image, pixels: str) -> dict[str, Any]:
+@torch.no_grad()  # not inference_mode: a search (effort > 0) turns gradients on for its latents
+def all_prefixes(tok: Tokenizer, image: Image.Image, pixels: str, effort: int = 0) -> dict[str, Any]:
     """Everything a slider over k needs, from one encode and one batched decode of all K prefixes:
     per k the reconstruction, the .vtok bytes, PSNR and SSIM against the model's square crop.
     pixels: "png" (a PNG data URL per k) or "raw" (one base64 (K, S, S, 3) uint8 RGB block, which
-    costs the server nothing to make: the page draws it straight into a canvas)."""
+    costs the server nothing to make: the page draws it straight into a canvas). effort 1-3: tokens
+    searched to keep every prefix good (vtok.codec.search), as `vtok encode --effort` makes them."""
+    from ..codec.search import search_tokens
+
     k_max, s = tok.num_tokens, tok.image_size
     crop = fit_square(image, s)
     x = pil_to_tensor(crop)[None].to(tok.device)  # (1, 3, S, S)
-    tokens = tok.encode(x)  # (1, K)
+    tokens = search_tokens(tok, x, effort) if effort else tok.encode(x)  # (1, K)
     recon = tok.decode_prefixes(tokens.expand(k_max, -1), torch.arange(1, k_max + 1))  # (K, 3, S, S)
     p, q = psnr(recon, x).clamp(max=99), ssim(recon, x)  # x broadcasts: its statistics are computed once
     sizes = _prefix_file_sizes(tok, tokens)
@@ -145,6 +148,7 @@ def all_prefixes(tok: Tokenizer, image: Image.Image, pixels: str) -> dict[str, A
     out: dict[str, Any] = {
         "image_size": s,
         "num_tokens": k_max,
+        "effort": effort,
         "tokens": tokens[0].tolist(),
         "original": _data_url(_png(crop)),
         "prefixes": [
@@ -159,10 +163,12 @@ def all_prefixes(tok: Tokenizer, image: Image.Image, pixels: str) -> dict[str, A
     return out
 
 
-def equal_bytes(tok: Tokenizer, image: Image.Image, codec_name: str) -> dict[str, Any]:
+def equal_bytes(tok: Tokenizer, image: Image.Image, codec_name: str, downscaled: bool = True) -> dict[str, Any]:
     """For every k: the best file of a classical codec within the bytes of the vtok file at k
     (JPEG/WebP/AVIF as `vtok bench` makes them), its PSNR/SSIM and picture, or null where even
-    the codec's smallest file is larger ("cannot reach")."""
+    the codec's smallest file is larger ("cannot reach"). `downscaled`: as a user wanting a tiny
+    file would, also try the codec on shrunk copies enlarged again (`vtok bench`'s `<codec>-down`
+    ladder of sizes) and keep the best PSNR per budget; each row says the scale it used."""
     codecs, missing = available_codecs((codec_name,))
     if not codecs:
         raise VtokError(missing.get(codec_name, f"unknown codec {codec_name!r}"))
@@ -170,26 +176,28 @@ def equal_bytes(tok: Tokenizer, image: Image.Image, codec_name: str) -> dict[str
     x = pil_to_tensor(crop)[None]
     with torch.inference_mode():
         sizes = _prefix_file_sizes(tok, tok.encode(x))
-    ladder = CodecLadder(codecs[0], crop)
-    smallest = ladder.file(codecs[0].qualities[0]).bytes
+    ladders = SizeLadders(codecs[0], crop, x, downscaled=downscaled)
+    smallest = min(ladder.file(codecs[0].qualities[0]).bytes for ladder in ladders.sizes)
     rows: list[dict[str, Any] | None] = []
     for budget in sizes.tolist():
-        found = ladder.best_within(int(budget))
+        found = ladders.best_within(int(budget))
         if found is None:
             rows.append(None)
             continue
-        y = pil_to_tensor(found.image)[None]
+        ladder, f = found
+        score = ladder.score(f.quality)
         rows.append(
             {
                 "budget": int(budget),
-                "bytes": found.bytes,
-                "quality": found.quality,
-                "psnr": round(float(psnr(y, x).clamp(max=99)[0]), 3),
-                "ssim": round(float(ssim(y, x)[0]), 4),
-                "image": _data_url(_png(found.image)),
+                "bytes": f.bytes,
+                "quality": f.quality,
+                "scale": ladder.codec.scale,
+                "psnr": round(score["psnr"], 3),
+                "ssim": round(score["ssim"], 4),
+                "image": _data_url(_png(f.image)),
             }
         )
-    return {"codec": codec_name, "smallest_bytes": smallest, "prefixes": rows}
+    return {"codec": codec_name, "downscaled": downscaled, "smallest_bytes": smallest, "prefixes": rows}
 
 
 MAX_SEARCH_TILES = 16  # a searched encode costs seconds per tile on a CPU

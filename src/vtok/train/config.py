@@ -76,6 +76,10 @@ class LossSection:
     perceptual_prefix_power: float = 2.0  # an image decoded from k of K tokens gets perceptual weight (k/K)**power
     perceptual_weights: str | None = None  # a local weight file for the backbone; None: the installed one
     full_length_prob: float = 0.25  # share of images trained with all K tokens; the rest get a random prefix
+    # semantic alignment (train/alignment.py): weight of 1 - cos between an MLP of the first k tokens'
+    # codes and EfficientNet-Lite0's pooled features of the photo, over k = 1, 2, 4, ..., align_max_prefix
+    align: float = 0.0
+    align_max_prefix: int = 16
 
 
 @dataclass

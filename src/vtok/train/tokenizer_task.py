@@ -25,6 +25,7 @@ from ..models import TokenizerModel
 from ..tokenizer import Tokenizer
 from ..viz import image_sheet, save_image_atomic
 from .adversarial import AdversarialLoss, AdversarialSettings, PatchDiscriminator
+from .alignment import SemanticAlignment
 from .data import StepBatchSampler
 from .loop import Distributed, append_csv
 from .losses import ReconstructionLoss
@@ -74,6 +75,7 @@ class TokenizerTask:
         val_images: torch.Tensor,
         out_dir: Path,
         perceptual_prefix_power: float = 2.0,
+        alignment: SemanticAlignment | None = None,
     ):
         self.model, self.name, self.env, self.data = model, name, env, data
         self.loss_fn = loss.to(env.device)
@@ -86,6 +88,7 @@ class TokenizerTask:
         self.failed: set[Path] = set()
         self.start_psnr: float | None = None  # held-out PSNR of a warm-started model before training
         self.discriminator: PatchDiscriminator | None = None
+        self.alignment = alignment.to(env.device) if alignment is not None else None
         self.train_model = env.wrap(model)
         if adversarial.weight > 0:
             self.discriminator = PatchDiscriminator(adversarial.channels, adversarial.layers).to(env.device)
@@ -171,6 +174,11 @@ class TokenizerTask:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             loss, parts = self.loss_fn(recon, x, perceptual_weights)
         total = loss + out.aux_loss
+        if self.alignment is not None:
+            assert out.codes is not None  # TokenizerModel.forward returns the codes
+            align_loss, align_parts = self.alignment(out.codes, x)
+            total = total + self.alignment.settings.weight * align_loss
+            parts.update(align_parts)
         gan_weight = self._gan_weight(step)
         window = None
         if self.discriminator is not None:  # the same columns from step 0, so metrics.csv keeps them
@@ -190,6 +198,8 @@ class TokenizerTask:
         return total, parts, (out.recon.detach(), window)
 
     def after_step(self, x: torch.Tensor, step: int, carry, autocast: bool) -> dict[str, float]:
+        if self.alignment is not None:  # its projection got its gradients from the loop's backward
+            self.alignment.step()
         fake, window = carry
         if window is None:
             return {}
@@ -211,6 +221,8 @@ class TokenizerTask:
             state["discriminator"] = self.discriminator.state_dict()
             state["d_optimizer"] = self.d_optimizer.state_dict()
             state["adversarial"] = self.adversarial.state_dict()
+        if self.alignment is not None:
+            state["alignment"] = self.alignment.train_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -220,6 +232,8 @@ class TokenizerTask:
             self.discriminator.load_state_dict(state["discriminator"], strict=True)
             self.d_optimizer.load_state_dict(state["d_optimizer"])
             self.adversarial.load_state_dict(state["adversarial"], strict=True)
+        if self.alignment is not None and "alignment" in state:
+            self.alignment.load_train_state(state["alignment"])
 
     # -- evaluation and export -----------------------------------------------------------------------
     @torch.no_grad()

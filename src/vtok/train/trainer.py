@@ -23,6 +23,7 @@ from ..files import atomic_path
 from ..pretrained import state_dict_mismatch
 from ..registry import build_model, create_model, variant_config
 from ..tokenizer import Tokenizer
+from .alignment import AlignmentSettings, SemanticAlignment
 from .config import TrainConfig, config_to_dict, loop_settings
 from .loop import Distributed, TrainLoop
 from .losses import ReconstructionLoss
@@ -118,6 +119,7 @@ class Trainer:
             ),
             full_length_prob=c.loss.full_length_prob,
             perceptual_prefix_power=c.loss.perceptual_prefix_power,
+            alignment=self._alignment(),
             adversarial=c.gan,
             val_images=val_images,
             out_dir=self.out_dir,
@@ -164,6 +166,15 @@ class Trainer:
         from ..metrics.perceptual import create_feature_distance
 
         return create_feature_distance(self.config.loss.perceptual_backbone, self.config.loss.perceptual_weights)
+
+    def _alignment(self) -> SemanticAlignment | None:
+        loss = self.config.loss
+        if loss.align <= 0:
+            return None
+        if loss.align_max_prefix < 1:
+            raise ConfigError(f"loss.align_max_prefix must be >= 1, got {loss.align_max_prefix}")
+        settings = AlignmentSettings(weight=loss.align, max_prefix=loss.align_max_prefix)
+        return SemanticAlignment(self.model.num_tokens, self.model.quantizer.dim, settings)
 
     def _model_like(self, source: Tokenizer):
         """A warm start builds the model it starts from: the source's config, with the run's

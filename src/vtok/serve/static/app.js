@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, info: null, blob: null, result: null, pixels: null, codec: "", codecResult: null, busy: 0, analysed: 0 };
+const state = { model: null, effort: 0, info: null, blob: null, result: null, pixels: null, codec: "", codecResult: null, busy: 0, analysed: 0 };
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -32,6 +32,7 @@ async function start() {
   state.model = info.models[0].name;
   $("model-pick").hidden = info.models.length < 2;
   select.addEventListener("change", () => { state.model = select.value; if (state.blob) analyse(state.blob); });
+  $("effort").addEventListener("change", () => { state.effort = +$("effort").value; if (state.blob) analyse(state.blob); });
   for (const button of document.querySelectorAll(".segmented button")) {
     const codec = button.dataset.codec;
     if (codec && !info.codecs.includes(codec)) { button.disabled = true; button.title = "this server cannot write it"; }
@@ -81,10 +82,10 @@ async function analyse(blob) {
   state.codecResult = null;
   const ticket = ++state.busy;
   document.body.dataset.state = "loading";
-  setStatus("encoding and decoding every prefix...");
+  setStatus(state.effort ? `searching tokens at effort ${state.effort}, then decoding every prefix...` : "encoding and decoding every prefix...");
   const started = performance.now();
   try {
-    const response = await api(`/api/prefixes?pixels=raw&${modelQuery()}`, { method: "POST", body: blob });
+    const response = await api(`/api/prefixes?pixels=raw&effort=${state.effort}&${modelQuery()}`, { method: "POST", body: blob });
     const result = await response.json();
     if (ticket !== state.busy) return; // a newer image was chosen meanwhile
     state.result = result;
@@ -101,7 +102,8 @@ async function analyse(blob) {
     if (state.codec) await loadCodec();
     document.body.dataset.analysed = String(++state.analysed);
     document.body.dataset.state = "ready";
-    setStatus(`ready: all ${result.num_tokens} prefixes in ${Math.round(performance.now() - started)} ms; move the slider`);
+    const how = result.effort ? ` (tokens searched at effort ${result.effort})` : "";
+    setStatus(`ready: all ${result.num_tokens} prefixes in ${Math.round(performance.now() - started)} ms${how}; move the slider`);
   } catch (e) {
     if (ticket !== state.busy) return;
     document.body.dataset.state = "error";
@@ -168,7 +170,8 @@ function renderCodec(k) {
   $("codec-image").style.visibility = row ? "visible" : "hidden";
   if (row) {
     $("codec-image").src = row.image;
-    $("codec-caption").textContent = `${name} q${row.quality}: ${row.bytes} B, ${row.psnr.toFixed(2)} dB, SSIM ${row.ssim.toFixed(3)}`;
+    const size = row.scale < 1 ? ` at ${Math.round(row.scale * state.result.image_size)} px, enlarged` : "";
+    $("codec-caption").textContent = `${name} q${row.quality}${size}: ${row.bytes} B, ${row.psnr.toFixed(2)} dB, SSIM ${row.ssim.toFixed(3)}`;
   } else {
     $("codec-miss").textContent = `${name} cannot reach ${bytes} bytes: its smallest file of this image is ${c.smallest_bytes} bytes`;
     $("codec-caption").textContent = `${name} at ${bytes} bytes: cannot reach`;
