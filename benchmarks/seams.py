@@ -3,10 +3,11 @@
     python benchmarks/seams.py [--model default] [--folder data/photos/heldout] [--overlap N]
 
 For each held-out photo whose shorter side is at least 2 tiles, encode at k = 4, 16 and 64 tokens
-per tile, decode, and measure the mean |gradient| in the bands where tiles meet over the mean
-|gradient| elsewhere (vtok.metrics.quality.seam_ratio); the originals' ratio on the same grid is
-printed beside it (about 1: photos have no preference for those columns). Target: <= 1.15 at
-16 and 64 tokens per tile.
+per tile and at per-tile adaptive lengths (SSIM 0.6 and PSNR 24 dB targets: neighbouring tiles
+get different k), decode, and measure the mean |gradient| in the bands where tiles meet over the
+mean |gradient| elsewhere (vtok.metrics.quality.seam_ratio); the originals' ratio on the same grid
+is printed beside it (about 1: photos have no preference for those columns). Target: <= 1.15 at
+16 and 64 tokens per tile and at adaptive lengths.
 
 Then the grid inside a tile: the decoder's pixel shuffle paints each patch x patch cell from one
 feature position, so a cell's edges can show. vtok.metrics.quality.block_edge_ratio of whole
@@ -29,6 +30,8 @@ from vtok.data import load_images
 from vtok.images import find_images, load_image
 from vtok.metrics.quality import block_edge_ratio, seam_ratio
 
+ADAPTIVE = (("ssim", 0.6), ("psnr", 24.0))  # quality targets: each tile gets the fewest tokens that reach it
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,19 +47,29 @@ def main() -> None:
     if not photos:
         raise SystemExit(f"{args.folder}: no photo with a shorter side of at least {2 * s} px")
     results = {}
-    for k in (4, 16, 64):
-        recon_ratios, original_ratios = [], []
+    # fixed k per tile, then per-tile adaptive lengths (neighbouring tiles get different k)
+    settings = [(f"k={k:>2} per tile", str(k), {"tokens": k}) for k in (4, 16, 64)]
+    settings += [(f"{name}={value} per tile", f"{name}{value}", {name: value}) for name, value in ADAPTIVE]
+    for label, key, target in settings:
+        recon_ratios, original_ratios, lengths = [], [], []
         for path in photos:
             array = np.asarray(load_image(path))
-            enc = encode_image(array, tok, tokens=k, overlap=args.overlap, measure=False)
+            enc = encode_image(array, tok, overlap=args.overlap, measure=False, **target)
             recon, f = decode_file(enc.data, tok)
             layout = TileLayout(f.width, f.height, s, f.overlap)
             recon_ratios.append(seam_ratio(recon, s, layout.stride, f.overlap))
             original_ratios.append(seam_ratio(array, s, layout.stride, f.overlap))
-        results[k] = {"recon": float(np.mean(recon_ratios)), "original": float(np.mean(original_ratios))}
+            lengths += [int(c) for c in enc.counts]
+        results[key] = {
+            "recon": float(np.mean(recon_ratios)),
+            "original": float(np.mean(original_ratios)),
+            "mean_k": float(np.mean(lengths)),
+            "distinct_k": len(set(lengths)),
+        }
         print(
-            f"k={k:>2} per tile: boundary/interior gradient {results[k]['recon']:.3f} "
-            f"(originals {results[k]['original']:.3f}) over {len(photos)} photos"
+            f"{label}: boundary/interior gradient {results[key]['recon']:.3f} "
+            f"(originals {results[key]['original']:.3f}) over {len(photos)} photos; "
+            f"k per tile {min(lengths)}-{max(lengths)}, mean {results[key]['mean_k']:.1f}"
         )
     block = tok.model.config.patch
     images, _, _ = load_images(find_images(args.folder), s, None)  # (N, 3, S, S) in [0, 1]

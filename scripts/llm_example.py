@@ -140,7 +140,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if time.time() - last_log > 30:
             print(
                 f"step {step}, {elapsed / 60:.1f}/{minutes} min, loss {np.mean(losses[-50:]):.3f} nats/id", flush=True
@@ -304,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         recon = vtok.decode(vtok.encode(real)[:, :k])
         kept += (classifier(recon) == c).tolist()
         rows.append([*samples, *vtok.decode_pil(vtok.encode(real[:2])[:, :k])])
-        labels.append([f"sample\n{names[g][:14]}" for g in got] + ["real, k tokens"] * min(2, len(real)))
+        labels.append(
+            [f"asked: {names[c][:14]}\nseen: {names[g][:14]}" for g in got]
+            + [f"a real {names[c][:14]}\n{k} tokens"] * min(2, len(real))
+        )
     generation = {
         "classes": [names[c] for c, _ in counts],
         "samples_per_class": 4,
@@ -312,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         "real_reconstructions_keep_class": float(np.mean(kept)),
     }
     sheet = image_sheet(
-        rows, labels, title=f"LM samples after 'a photo of a ...' ({k} tokens), then real photos' reconstructions"
+        rows,
+        labels,
+        title=f"per row, 4 LM samples after 'a photo of a <class>' ({k} tokens; 'seen': EfficientNet's class), then 2 real photos of the class",
     )
     save_image_atomic(sheet, out / "samples.png")
 

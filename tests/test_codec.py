@@ -328,3 +328,20 @@ def test_decoding_files_loads_a_model_folder_once_and_again_when_it_changes(
     os.utime(prior, ns=(prior.stat().st_atime_ns, prior.stat().st_mtime_ns + 10**9))
     vtok.decompress(data, str(folder))
     assert len(loads) == 2
+
+
+@given(st.lists(st.integers(1, 64), min_size=12, max_size=12), st.sampled_from([2, 4]))
+@settings(max_examples=60, deadline=None)
+def test_neighbouring_tiles_keep_lengths_within_a_ratio(lengths, ratio):
+    """Adaptive lengths are only raised, and no tile keeps fewer than 1/ratio of a neighbour's tokens."""
+    from vtok.codec.rate import limit_neighbour_ratio
+
+    before = torch.tensor(lengths)
+    after = limit_neighbour_ratio(before, 4, 3, ratio)
+    assert (after >= before).all() and after.max() == before.max()
+    grid = after.view(3, 4)
+    for a, b in ((grid[1:], grid[:-1]), (grid[:, 1:], grid[:, :-1])):
+        assert (a * ratio >= b).all() and (b * ratio >= a).all()
+    assert torch.equal(limit_neighbour_ratio(after, 4, 3, ratio), after)  # already within: unchanged
+    one = torch.tensor([1, 64])
+    assert limit_neighbour_ratio(one, 2, 1, 4).tolist() == [16, 64]

@@ -71,3 +71,27 @@ def test_ms_ssim_hand_computed_for_flat_images():
     c1 = 0.01**2
     expected = ((2 * a * b + c1) / (a * a + b * b + c1)) ** 0.1333
     assert float(ms_ssim(x, y)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_imagenet_classifier_names_real_photos():
+    """EfficientNet-Lite0 as the wheel trained it (ReLU6, Lite preprocessing): scikit-image's coffee,
+    rocket and motorcycle get their classes. With swish in place of ReLU6 they read as a combination
+    lock, a corkscrew and a unicycle, and the astronaut as a chain-link fence."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    import numpy as np
+    import skimage.data as sd
+    from PIL import Image
+
+    from vtok.images import fit_square, pil_to_tensor
+    from vtok.metrics.probe import imagenet_class_names
+    from vtok.metrics.quality import ImageNetClassifier
+
+    names = imagenet_class_names()
+    photos = {"coffee": "espresso", "rocket": "missile", "stereo_motorcycle": "moped"}
+    images = []
+    for name in photos:
+        a = getattr(sd, name)()
+        a = a[0] if isinstance(a, tuple) else a
+        images.append(pil_to_tensor(fit_square(Image.fromarray(np.asarray(a)).convert("RGB"), 224)))
+    got = [names[c] for c in ImageNetClassifier()(torch.stack(images)).tolist()]
+    assert got == list(photos.values())

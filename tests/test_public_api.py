@@ -31,3 +31,14 @@ def test_subpackages_declare_their_public_names():
             n for n in dir(module) if not n.startswith("_") and not isinstance(getattr(module, n), types.ModuleType)
         }
         assert set(module.__all__) == public, module.__name__
+
+
+def test_probe_and_llm_modules_declare_their_public_names():
+    import pytest
+
+    pytest.importorskip("transformers")
+    import vtok.llm
+    import vtok.metrics.probe
+
+    for module in (vtok.llm, vtok.metrics.probe):
+        assert module.__all__ and all(getattr(module, name) is not None for name in module.__all__)

@@ -134,6 +134,17 @@ def test_page_upload_slider_compare_screenshot(browser, server_url, tmp_path):
     download.value.save_as(saved)
     assert saved.stat().st_size == int(page.inner_text("#stat-bytes"))
 
+    # effort: the same photo again, its tokens searched; the status says so and the picture changes
+    shown = page.eval_on_selector("#recon", "c => c.toDataURL()")
+    page.select_option("#effort", "1")
+    page.wait_for_selector("body[data-analysed='3'][data-state='ready']", timeout=60_000)
+    assert "effort 1" in page.inner_text("#status")
+    assert page.eval_on_selector("#recon", "c => c.toDataURL()") != shown
+    with page.expect_download() as download:
+        page.click("#download")
+    assert any("/api/compress" in url and "effort=1" in url for url in requests)
+    expect(page.locator("#status")).to_have_text(re.compile("^downloaded: "), timeout=30_000)
+
     shot = tmp_path / "serve_page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert Image.open(shot).size[0] >= 1000

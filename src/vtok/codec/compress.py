@@ -29,7 +29,7 @@ from ..tokenizer import Tokenizer
 from .coders import ANS, BY_NAME, CODINGS, LM
 from .format import VtokFile, decode_payload, read_file, token_check, verify_tokens, write_file
 from .options import EncodeOptions
-from .rate import allocate_prefix_lengths, choose_prefix_lengths
+from .rate import allocate_prefix_lengths, choose_prefix_lengths, limit_neighbour_ratio
 from .resolve import find_lm, find_model, lm_id_of, token_lm, tokenizer_for
 from .search import search_tokens
 from .tiling import Strip, TileLayout, blend_bands, check_budget, split_tiles, strips
@@ -237,6 +237,7 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
             unmet = 0 if met else layout.count
         else:
             counts, unmet = choose_prefix_lengths(tok, tiles, ids, options.target, float(options.value))
+        counts = limit_neighbour_ratio(counts, layout.nx, layout.ny)  # no 1-token tile beside a 64-token one
     else:
         k = tok.num_tokens
         if options.target == "tokens":

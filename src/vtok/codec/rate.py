@@ -19,7 +19,28 @@ from ..metrics.pixel import psnr as psnr_metric
 from ..metrics.pixel import ssim as ssim_metric
 from ..tokenizer import Tokenizer
 
-__all__ = ["allocate_prefix_lengths", "choose_prefix_lengths"]
+__all__ = ["allocate_prefix_lengths", "choose_prefix_lengths", "limit_neighbour_ratio", "NEIGHBOUR_RATIO"]
+
+# Neighbouring tiles keep prefix lengths within this factor of each other (the shorter one is raised):
+# a 1-token tile beside a 64-token one decodes to a different blur of the same sky, and their blend
+# band shows as a seam. Video encoders bound the quantiser step between neighbouring blocks the same way.
+NEIGHBOUR_RATIO = 4
+
+
+def limit_neighbour_ratio(counts: torch.Tensor, nx: int, ny: int, ratio: int = NEIGHBOUR_RATIO) -> torch.Tensor:
+    """(T,) prefix lengths of an nx x ny tile grid (row-major) -> lengths raised until every tile keeps
+    at least ceil(k / ratio) of each of its 4 neighbours' k. Only raises, so quality targets stay met."""
+    k = counts.view(ny, nx).clone()
+    while True:
+        need = torch.zeros_like(k)
+        need[1:] = torch.maximum(need[1:], k[:-1])
+        need[:-1] = torch.maximum(need[:-1], k[1:])
+        need[:, 1:] = torch.maximum(need[:, 1:], k[:, :-1])
+        need[:, :-1] = torch.maximum(need[:, :-1], k[:, 1:])
+        floor = (need + ratio - 1) // ratio
+        if bool((k >= floor).all()):
+            return k.reshape(-1)
+        k = torch.maximum(k, floor)
 
 
 @functools.lru_cache(maxsize=1)

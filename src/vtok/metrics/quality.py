@@ -114,10 +114,10 @@ class ImageNetClassifier(nn.Module):
 
     def __init__(self, weights: str | Path | None = None):
         super().__init__()
-        from .perceptual import EfficientNetLite0Features, imagenet_normalize
+        from .perceptual import EfficientNetLite0Features, lite_normalize
 
         self.net = EfficientNetLite0Features(weights).net  # the full network, head included
-        self.normalize = imagenet_normalize
+        self.normalize = lite_normalize
 
     def train(self, mode: bool = True):  # always frozen
         return super().train(False)

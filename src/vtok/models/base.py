@@ -52,6 +52,8 @@ class ConvTrunkConfig:
     decoder_blocks_per_stage: int = 0  # 0..64; 0: as blocks_per_stage; more gives the decoder room for detail
     norm: str = "group"  # "group" (the first models) or "channel" (keeps flat colours: see blocks.ChannelNorm)
     refine: int = 0  # 0..256; width of a residual refinement on the decoded pixels (blocks.PixelRefine); 0: none
+    # 0..0.5: a fixed filter across the pixel shuffle's cell edges (blocks.CellDeblock), no weights; 0: none
+    deblock: float = 0.0
     quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]})
 
     def validate(self) -> None:
@@ -75,6 +77,10 @@ class ConvTrunkConfig:
         check_int("blocks_per_stage", self.blocks_per_stage, 0, 64)
         check_int("decoder_blocks_per_stage", self.decoder_blocks_per_stage, 0, 64)
         check_int("refine", self.refine, 0, 256)
+        if isinstance(self.deblock, bool) or not isinstance(self.deblock, (int, float)) or not 0 <= self.deblock <= 0.5:
+            raise ConfigError(f"deblock must be a number in 0..0.5, got {self.deblock!r}")
+        if self.deblock and self.patch < 2:
+            raise ConfigError("deblock needs patch >= 2 (with patch 1 there are no cells to deblock)")
         if self.norm not in NORMS:
             raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if not isinstance(self.quantizer, dict) or not isinstance(self.quantizer.get("name"), str):

@@ -109,12 +109,58 @@ class PixelRefine(nn.Module):
         return x + self.conv_out(F.silu(self.conv_in(x)))
 
 
+class CellDeblock(nn.Module):
+    """A fixed deblocking filter across the edges of the pixel shuffle's patch x patch cells.
+
+    A pixel shuffle paints every cell from one feature position, and the cells' edges show as a
+    faint grid (``metrics.quality.block_edge_ratio``: gradients across cell edges 1.3-1.4x those
+    inside cells on the default model, 1.01x in photos). As video codecs' in-loop deblocking filters
+    do at their block edges (H.264's, in its simplest form), the two pixels either side of each edge
+    are blended with their neighbours across it, [w, 1 - 2w, w], columns first, then rows. No weights:
+    it adds nothing to a state_dict, so weights made without it load as they are. On the default
+    model w = 0.25 brings the ratio to 1.01-1.04 and raises PSNR by 0.00-0.03 dB (measured on the
+    source-held-out photos, docs/measurements.md)."""
+
+    def __init__(self, patch: int, weight: float):
+        super().__init__()
+        self.patch, self.weight = patch, float(weight)
+
+    def _along_width(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p, wt = self.patch, self.weight
+        cells = x.reshape(b, c, h, w // p, p)  # (B, C, H, cells, p)
+        p1, p0 = cells[..., :-1, p - 2], cells[..., :-1, p - 1]  # the two columns before each inner edge
+        q0, q1 = cells[..., 1:, 0], cells[..., 1:, 1]  # and the two after it
+        left = wt * p1 + (1 - 2 * wt) * p0 + wt * q0
+        right = wt * p0 + (1 - 2 * wt) * q0 + wt * q1
+        out = cells.clone()
+        out[..., :-1, p - 1] = left
+        out[..., 1:, 0] = right
+        return out.reshape(b, c, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight == 0 or self.patch < 2:
+            return x
+        x = self._along_width(x)
+        return self._along_width(x.transpose(2, 3)).transpose(2, 3)
+
+    def extra_repr(self) -> str:
+        return f"patch={self.patch}, weight={self.weight}"
+
+
 class ConvDecoder(nn.Module):
     """Mirror of :class:`ConvEncoder`: (B, channels[-1], G, G) -> (B, 3, H, W); with `refine` > 0
-    a :class:`PixelRefine` of that width at the end."""
+    a :class:`PixelRefine` of that width at the end, and with `deblock` > 0 a :class:`CellDeblock`
+    after that."""
 
     def __init__(
-        self, patch: int, channels: Sequence[int], blocks_per_stage: int, norm: str = "group", refine: int = 0
+        self,
+        patch: int,
+        channels: Sequence[int],
+        blocks_per_stage: int,
+        norm: str = "group",
+        refine: int = 0,
+        deblock: float = 0.0,
     ):
         super().__init__()
         rev = list(channels)[::-1]
@@ -131,10 +177,12 @@ class ConvDecoder(nn.Module):
         ]
         self.net = nn.Sequential(*layers)
         self.refine = PixelRefine(refine) if refine else None
+        self.deblock = CellDeblock(patch, deblock) if deblock else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.net(x)
-        return self.refine(x) if self.refine is not None else x
+        x = self.refine(x) if self.refine is not None else x
+        return self.deblock(x) if self.deblock is not None else x
 
 
 class Attention(nn.Module):

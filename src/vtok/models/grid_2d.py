@@ -45,7 +45,9 @@ class Grid2DTokenizer(TokenizerModel):
         self.to_code = nn.Conv2d(c.channels[-1], d, 1)
         self.mask_code = nn.Parameter(torch.zeros(d))
         self.from_code = nn.Conv2d(d, c.channels[-1], 1)
-        self.head = ConvDecoder(c.patch, c.channels, c.decoder_blocks_per_stage or c.blocks_per_stage, c.norm, c.refine)
+        self.head = ConvDecoder(
+            c.patch, c.channels, c.decoder_blocks_per_stage or c.blocks_per_stage, c.norm, c.refine, c.deblock
+        )
 
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
         z = self.to_code(self.stem(x))  # (B, D, G, G)

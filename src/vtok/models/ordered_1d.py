@@ -102,7 +102,9 @@ class Ordered1DTokenizer(TokenizerModel):
         self.dec_grid_pos = nn.Parameter(torch.randn(positions, c.width) * 0.02)
         self.decoder = Transformer(c.width, c.decoder_depth, c.heads)
         self.to_grid = nn.Linear(c.width, feat)
-        self.head = ConvDecoder(c.patch, c.channels, c.decoder_blocks_per_stage or c.blocks_per_stage, c.norm, c.refine)
+        self.head = ConvDecoder(
+            c.patch, c.channels, c.decoder_blocks_per_stage or c.blocks_per_stage, c.norm, c.refine, c.deblock
+        )
 
         # The transformers start as zero residuals on top of the DCT shortcut.
         for layer in (self.to_code, self.to_grid):

@@ -206,10 +206,14 @@ function dataUrlToBlob(url) {
 async function download() {
   const k = +$("k-slider").value;
   try {
-    // the model's square crop, so that the file holds exactly the tokens and bytes shown
+    // the model's square crop, so that the file holds exactly the tokens and bytes shown; with an
+    // effort, the file's tokens are searched for this k alone (a little better than the row shown)
     const body = dataUrlToBlob(state.result.original);
-    const response = await api(`/api/compress?tokens=${k}&${modelQuery()}`, { method: "POST", body });
-    const url = URL.createObjectURL(await response.blob());
+    const effort = state.result.effort ? `&effort=${state.result.effort}` : "";
+    const response = await api(`/api/compress?tokens=${k}${effort}&${modelQuery()}`, { method: "POST", body });
+    const blob = await response.blob();
+    if (state.result.effort) setStatus(`downloaded: ${blob.size} bytes, tokens searched for k = ${k} at effort ${state.result.effort}`);
+    const url = URL.createObjectURL(blob);
     const a = document.createElement("a");
     a.href = url;
     a.download = `vtok_k${k}.vtok`;
