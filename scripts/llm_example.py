@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     sheet = image_sheet(
         rows,
         labels,
-        title=f"per row, 4 LM samples after 'a photo of a <class>' ({k} tokens; 'seen': EfficientNet's class), then 2 real photos of the class",
+        title=f"4 samples per caption, then 2 real photos ({k} tokens)",
     )
     save_image_atomic(sheet, out / "samples.png")
 
