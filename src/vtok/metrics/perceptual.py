@@ -60,7 +60,9 @@ class EfficientNetLite0Features(nn.Module):
         # Lite models use ReLU6, which from_name sets; the package's set_swish() would replace it by
         # swish and break the network (vtok did until December 2026: photos read as chain-link fences).
         if not isinstance(net._swish, nn.ReLU6):
-            raise ModelLoadError(f"EfficientNet-Lite0 should use ReLU6; this efficientnet-lite-pytorch gives {net._swish!r}")
+            raise ModelLoadError(
+                f"EfficientNet-Lite0 should use ReLU6; this efficientnet-lite-pytorch gives {net._swish!r}"
+            )
         self.net = net.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):  # always frozen: batch norm in eval mode
