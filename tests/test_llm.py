@@ -91,7 +91,7 @@ def test_save_pretrained_round_trip_and_mismatches(vocab, tmp_path, tiny_model_d
         ImageVocabulary.from_pretrained(tmp_path)
 
 
-def test_interleaved_data_reads_in_datasets_and_trains_with_trainer(tmp_path, tiny_model_dir):
+def test_interleaved_data_reads_in_datasets_and_trains_with_trainer(tmp_path, tiny_model_dir, capsys):
     datasets = pytest.importorskip("datasets")
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("pyarrow")
@@ -138,3 +138,20 @@ def test_interleaved_data_reads_in_datasets_and_trains_with_trainer(tmp_path, ti
         write_interleaved(tmp_path / "shards", texts, vocab, tmp_path / "x", orders=["sideways"])
     with pytest.raises(vtok.VtokError, match="no image had a text"):
         write_interleaved(tmp_path / "shards", {}, vocab, tmp_path / "x")
+
+    # the same from the command line: a saved extended tokenizer and a JSON of texts by shard key
+    from conftest import run_cli
+
+    vocab.save_pretrained(tmp_path / "tok")
+    (tmp_path / "texts.json").write_text(json.dumps({"cats/0.png": "a photo of cats", "cups/1.png": "a photo of cups"}))
+    rc, out, err = run_cli(["interleave", tmp_path / "shards", tmp_path / "texts.json", "--tokenizer", tmp_path / "tok",
+                            "--out", tmp_path / "cli", "--num-tokens", "2", "--orders", "image-text"], capsys)  # fmt: skip
+    assert rc == 0, err
+    rows = datasets.load_dataset("parquet", data_files=str(tmp_path / "cli" / "*.parquet"), split="train")
+    assert sorted(rows["key"]) == ["cats/0.png", "cups/1.png"] and set(rows["order"]) == {"image-text"}
+    assert all(len(vocab.ids_to_tokens(r[slice(*vocab.find_images(r)[0])])) == 2 for r in rows["input_ids"])
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    capsys.readouterr()  # datasets' own progress lines
+    rc, _, err = run_cli(["interleave", tmp_path / "shards", tmp_path / "bad.json", "--tokenizer", tmp_path / "tok",
+                          "--out", tmp_path / "cli2"], capsys)  # fmt: skip
+    assert rc != 0 and "JSON object" in err and err.count("\n") == 1

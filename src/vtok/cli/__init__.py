@@ -34,6 +34,7 @@ COMMAND_ORDER = (
     "tokenize",
     "lm-train",
     "generate",
+    "interleave",
     "list",
 )
 

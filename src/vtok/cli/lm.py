@@ -99,8 +99,28 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     say(f"wrote {len(tokens)} samples of {tokens.shape[1]} tokens to {out} (sheet.png, progressive.png, tokens.npy)")
 
 
+def _cmd_interleave(args: argparse.Namespace) -> None:
+    from ..errors import VtokError
+    from ..llm import ImageVocabulary, write_interleaved
+
+    try:
+        texts = json.loads(open(args.texts, encoding="utf-8").read())
+    except (OSError, ValueError) as e:
+        raise VtokError(f"{args.texts}: cannot read a JSON object of texts ({e})") from e
+    if not isinstance(texts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in texts.items()):
+        raise VtokError(f"{args.texts}: must be a JSON object mapping shard keys to texts")
+    vocab = ImageVocabulary.from_pretrained(args.tokenizer)
+    orders = [o.strip() for o in args.orders.split(",") if o.strip()]
+    views = None if args.views == "all" else [v.strip() for v in args.views.split(",") if v.strip()]
+    with writing(args.out):
+        files = write_interleaved(
+            args.shards, texts, vocab, args.out, orders=orders, num_tokens=args.num_tokens, views=views
+        )
+    say(f"wrote {len(files)} Parquet file(s) in {args.out}")
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add tokenize, lm-train and generate to the `vtok` subcommands."""
+    """Add tokenize, lm-train, generate and interleave to the `vtok` subcommands."""
     tz = sub.add_parser("tokenize", help="pre-tokenize a folder of images into Parquet shards (for LM training)")
     tz.add_argument("images", help="folder of images (subfolders are class labels, as in ImageFolder)")
     tz.add_argument("--out", required=True, help="shard folder to write (a killed run continues where it stopped)")
@@ -131,3 +151,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ge.add_argument("--model", default=None, help="tokenizer to decode with (default: the one the LM names)")
     ge.add_argument("--out", required=True, help="folder for the PNGs, sheet.png, progressive.png and tokens")
     ge.set_defaults(func=_cmd_generate)
+
+    il = sub.add_parser(
+        "interleave", help="token shards + texts -> interleaved text+image Parquet for a Hugging Face LM"
+    )
+    il.add_argument("shards", help="a `vtok tokenize` shard folder")
+    il.add_argument("texts", help="JSON object: shard key (the image's path in the tokenized folder) -> its text")
+    il.add_argument("--tokenizer", required=True, help="folder of an extended tokenizer (vtok.llm save_pretrained)")
+    il.add_argument("--out", required=True, help="folder for part-*.parquet (columns text, input_ids, order, key)")
+    il.add_argument("--num-tokens", type=int, default=None, help="keep this prefix of each image (default: all)")
+    il.add_argument(
+        "--orders", default="text-image,image-text", help="text-image (generation), image-text (understanding)"
+    )
+    il.add_argument("--views", default="original", help="comma-separated shard views, or 'all' (default: original)")
+    il.set_defaults(func=_cmd_interleave)
