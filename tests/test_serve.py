@@ -182,6 +182,11 @@ def test_prefixes_with_searched_tokens(client, tok, photo):
     mean = lambda body: np.mean([r["psnr"] for r in body["prefixes"]])  # noqa: E731
     assert mean(searched) > mean(plain)  # better at the prefixes on the whole
     assert_error(client.post("/api/prefixes?effort=9", content=photo), 422)
+    # the equal-bytes panel compares at the searched file's bytes when the page shows searched tokens
+    panel = client.post("/api/equal-bytes?codec=webp&effort=1", content=photo).json()
+    assert [r["budget"] for r in panel["prefixes"] if r] == [
+        p["bytes"] for p, r in zip(searched["prefixes"], panel["prefixes"]) if r
+    ]
 
 
 @pytest.mark.slow

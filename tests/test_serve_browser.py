@@ -140,6 +140,8 @@ def test_page_upload_slider_compare_screenshot(browser, server_url, tmp_path):
     page.wait_for_selector("body[data-analysed='3'][data-state='ready']", timeout=60_000)
     assert "effort 1" in page.inner_text("#status")
     assert page.eval_on_selector("#recon", "c => c.toDataURL()") != shown
+    expect(page.locator("#codec-caption")).to_have_text(re.compile(r"^WebP (q\d+|at)"), timeout=30_000)
+    assert any("/api/equal-bytes" in url and "effort=1" in url for url in requests)
     with page.expect_download() as download:
         page.click("#download")
     assert any("/api/compress" in url and "effort=1" in url for url in requests)

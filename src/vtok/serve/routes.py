@@ -305,11 +305,13 @@ async def equal_bytes(
     downscaled: bool = Query(
         True, description="also the codec on shrunk copies enlarged again (what a user wanting a tiny file does)"
     ),
+    effort: int = Query(0, description="the budgets of tokens searched at this effort (as /api/prefixes with it)"),
 ) -> dict[str, Any]:
     tok = _tokenizer(request, model)
+    effort = check_effort(effort)
     if codec not in request.app.state.codecs:
         raise ApiError(501, f"this server's Pillow cannot write {codec}")
-    return {"model": _name(request, tok)} | await _on_image(request, work.equal_bytes, tok, codec, downscaled)
+    return {"model": _name(request, tok)} | await _on_image(request, work.equal_bytes, tok, codec, downscaled, effort)
 
 
 @router.post(

@@ -163,19 +163,24 @@ def all_prefixes(tok: Tokenizer, image: Image.Image, pixels: str, effort: int = 
     return out
 
 
-def equal_bytes(tok: Tokenizer, image: Image.Image, codec_name: str, downscaled: bool = True) -> dict[str, Any]:
+def equal_bytes(
+    tok: Tokenizer, image: Image.Image, codec_name: str, downscaled: bool = True, effort: int = 0
+) -> dict[str, Any]:
     """For every k: the best file of a classical codec within the bytes of the vtok file at k
     (JPEG/WebP/AVIF as `vtok bench` makes them), its PSNR/SSIM and picture, or null where even
     the codec's smallest file is larger ("cannot reach"). `downscaled`: as a user wanting a tiny
     file would, also try the codec on shrunk copies enlarged again (`vtok bench`'s `<codec>-down`
-    ladder of sizes) and keep the best PSNR per budget; each row says the scale it used."""
+    ladder of sizes) and keep the best PSNR per budget; each row says the scale it used. `effort`: the
+    budgets are those of tokens searched at that effort (what /api/prefixes shows with it)."""
+    from ..codec.search import search_tokens
+
     codecs, missing = available_codecs((codec_name,))
     if not codecs:
         raise VtokError(missing.get(codec_name, f"unknown codec {codec_name!r}"))
     crop = fit_square(image, tok.image_size)
     x = pil_to_tensor(crop)[None]
-    with torch.inference_mode():
-        sizes = _prefix_file_sizes(tok, tok.encode(x))
+    with torch.no_grad():  # not inference_mode: a search turns gradients on for its latents
+        sizes = _prefix_file_sizes(tok, search_tokens(tok, x, effort) if effort else tok.encode(x))
     ladders = SizeLadders(codecs[0], crop, x, downscaled=downscaled)
     smallest = min(ladder.file(codecs[0].qualities[0]).bytes for ladder in ladders.sizes)
     rows: list[dict[str, Any] | None] = []

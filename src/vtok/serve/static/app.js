@@ -150,7 +150,8 @@ async function loadCodec() {
   $("codec-figure").hidden = false;
   $("codec-caption").textContent = `${codec.toUpperCase()}: searching its settings for every budget...`;
   try {
-    const response = await api(`/api/equal-bytes?codec=${codec}&${modelQuery()}`, { method: "POST", body: state.blob });
+    const effort = state.result ? state.result.effort : 0; // the budgets of the tokens shown
+    const response = await api(`/api/equal-bytes?codec=${codec}&effort=${effort}&${modelQuery()}`, { method: "POST", body: state.blob });
     const result = await response.json();
     if (codec === state.codec) { state.codecResult = result; render(); }
   } catch (e) {
