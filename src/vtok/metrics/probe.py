@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import ImageError, VtokError
 from ..tokenizer import Tokenizer
@@ -214,22 +213,6 @@ def _chance(labels: np.ndarray) -> float:
 
 
 # -- the probe -----------------------------------------------------------------------------------
-class _Backbone:
-    """EfficientNet-Lite0 at 224 px: pooled features (B, 1280) and ImageNet top-1 (B,)."""
-
-    def __init__(self) -> None:
-        from .quality import ImageNetClassifier
-
-        self.classifier = ImageNetClassifier()
-        self.net, self.normalize = self.classifier.net, self.classifier.normalize
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.interpolate(x.float(), size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
-        pooled = self.net.extract_features(self.normalize(x)).mean(dim=(2, 3))  # (B, 1280)
-        return pooled, self.net._fc(pooled).argmax(dim=1)
-
-
 REPRESENTATIONS = ("codes", "onehot")
 
 
@@ -282,7 +265,9 @@ def probe(
     images, paths, skipped = load_images(files, tokenizer.image_size, limit)
     if len(paths) < 2 * folds:
         raise ImageError(f"{folder}: {len(paths)} readable photos; a {folds}-fold probe needs at least {2 * folds}")
-    backbone = _Backbone()
+    from .quality import ImageNetClassifier
+
+    backbone = ImageNetClassifier().pooled_and_top1  # (pooled features, top-1) at 224 px
     ks = tokenizer.prefix_lengths()
     feats, classes, tokens = [], [], []
     kept = dict.fromkeys(ks, 0)

@@ -123,6 +123,11 @@ class ImageNetClassifier(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled_and_top1(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> (pooled features (B, 1280), top-1 class (B,)), at 224 px."""
         x = F.interpolate(x.float(), size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
-        return self.net(self.normalize(x)).argmax(dim=1)
+        pooled = self.net.extract_features(self.normalize(x)).mean(dim=(2, 3))
+        return pooled, self.net._fc(pooled).argmax(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pooled_and_top1(x)[1]

@@ -128,6 +128,13 @@ def decode_png(tok: Tokenizer, tokens: Any) -> bytes:
     return _png(Image.fromarray(_to_uint8(tok.decode(checked))[0]))
 
 
+def _tokens(tok: Tokenizer, x: torch.Tensor, effort: int) -> torch.Tensor:
+    """The encoder's tokens of x, or at effort > 0 tokens searched to keep every prefix good."""
+    from ..codec.search import search_tokens
+
+    return search_tokens(tok, x, effort) if effort else tok.encode(x)
+
+
 @torch.no_grad()  # not inference_mode: a search (effort > 0) turns gradients on for its latents
 def all_prefixes(tok: Tokenizer, image: Image.Image, pixels: str, effort: int = 0) -> dict[str, Any]:
     """Everything a slider over k needs, from one encode and one batched decode of all K prefixes:
@@ -135,12 +142,10 @@ def all_prefixes(tok: Tokenizer, image: Image.Image, pixels: str, effort: int = 
     pixels: "png" (a PNG data URL per k) or "raw" (one base64 (K, S, S, 3) uint8 RGB block, which
     costs the server nothing to make: the page draws it straight into a canvas). effort 1-3: tokens
     searched to keep every prefix good (vtok.codec.search), as `vtok encode --effort` makes them."""
-    from ..codec.search import search_tokens
-
     k_max, s = tok.num_tokens, tok.image_size
     crop = fit_square(image, s)
     x = pil_to_tensor(crop)[None].to(tok.device)  # (1, 3, S, S)
-    tokens = search_tokens(tok, x, effort) if effort else tok.encode(x)  # (1, K)
+    tokens = _tokens(tok, x, effort)  # (1, K)
     recon = tok.decode_prefixes(tokens.expand(k_max, -1), torch.arange(1, k_max + 1))  # (K, 3, S, S)
     p, q = psnr(recon, x).clamp(max=99), ssim(recon, x)  # x broadcasts: its statistics are computed once
     sizes = _prefix_file_sizes(tok, tokens)
@@ -172,15 +177,13 @@ def equal_bytes(
     file would, also try the codec on shrunk copies enlarged again (`vtok bench`'s `<codec>-down`
     ladder of sizes) and keep the best PSNR per budget; each row says the scale it used. `effort`: the
     budgets are those of tokens searched at that effort (what /api/prefixes shows with it)."""
-    from ..codec.search import search_tokens
-
     codecs, missing = available_codecs((codec_name,))
     if not codecs:
         raise VtokError(missing.get(codec_name, f"unknown codec {codec_name!r}"))
     crop = fit_square(image, tok.image_size)
     x = pil_to_tensor(crop)[None]
     with torch.no_grad():  # not inference_mode: a search turns gradients on for its latents
-        sizes = _prefix_file_sizes(tok, search_tokens(tok, x, effort) if effort else tok.encode(x))
+        sizes = _prefix_file_sizes(tok, _tokens(tok, x, effort))
     ladders = SizeLadders(codecs[0], crop, x, downscaled=downscaled)
     smallest = min(ladder.file(codecs[0].qualities[0]).bytes for ladder in ladders.sizes)
     rows: list[dict[str, Any] | None] = []
