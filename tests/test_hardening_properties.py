@@ -31,7 +31,15 @@ from vtok.codec import decode_file, decompress, encode_image, read_tokens
 from vtok.codec.compress import decode_to_png
 from vtok.codec.format import CODINGS, VtokFile, read_file, write_file
 from vtok.codec.prior import TokenPrior, symbol_alphabets
-from vtok.codec.tiling import TileLayout, blend_bands, blend_tiles, check_budget, strips, tile_rows
+from vtok.codec.tiling import (
+    TileLayout,
+    blend_bands,
+    blend_tiles,
+    check_budget,
+    level_seams,
+    strips,
+    tile_rows,
+)
 from vtok.demo import sample_images
 from vtok.images import MAX_PIXELS_PER_BYTE, image_size, load_image
 
@@ -173,11 +181,14 @@ def test_encode_checks_the_budget_from_the_header_before_reading_pixels(coder, t
 @settings(max_examples=30, deadline=None)
 @given(w=st.integers(1, 150), h=st.integers(1, 150), tile=st.sampled_from([8, 16, 32]), overlap=st.integers(0, 16))
 def test_banded_blending_is_bit_identical_to_blending_whole(w, h, tile, overlap):
-    """blend_bands (what decoding uses, one tile row at a time) against a direct whole-image blend."""
+    """blend_bands (what decoding uses, one tile row at a time, seams levelled) against a direct
+    whole-image blend of the levelled tiles; strips get the same pixels as the whole image."""
     overlap = min(overlap, tile // 2)
     layout = TileLayout(w, h, tile, overlap)
     tiles = torch.rand(layout.count, 3, tile, tile, generator=torch.Generator().manual_seed(w * 1000 + h))
-    whole = _blend_whole(tiles, layout)
+    rows = (tiles[r * layout.nx : (r + 1) * layout.nx] for r in range(layout.ny))
+    levelled = torch.cat(list(level_seams(rows, overlap)))
+    whole = _blend_whole(levelled, layout)
     assert np.array_equal(blend_tiles(tiles, layout), whole)
     bands = list(blend_bands(tile_rows(tiles, layout), layout))
     assert len(bands) == layout.ny and all(b.shape[0] <= tile for b in bands)
@@ -482,3 +493,23 @@ def test_measuring_in_stripes_equals_measuring_whole(shape):
     p, s = _measure(a, b)
     assert p == pytest.approx(float(psnr(_to_tensor(a), _to_tensor(b))), abs=1e-4)
     assert s == pytest.approx(float(ssim(_to_tensor(a), _to_tensor(b))), abs=1e-5)
+
+
+def test_levelling_spreads_a_step_between_tiles_and_keeps_what_they_agree_on():
+    """Two flat tiles of different grey (what adaptive lengths give a smooth sky): blended over the
+    overlap alone the step is a steep ramp; levelled, it is spread over half a tile each side. Two
+    tiles that agree in the overlap (texture, no offset) are left exactly as they were."""
+    layout = TileLayout(56, 32, 32, 8)  # two tiles side by side
+    flat = torch.stack([torch.full((3, 32, 32), 0.3), torch.full((3, 32, 32), 0.5)])
+    plain = blend_tiles(flat, layout, level=False)
+    assert np.array_equal(plain, _blend_whole(flat, layout))
+    steep = np.abs(np.diff(plain[..., 0].astype(int), axis=1)).max()
+    levelled = blend_tiles(flat, layout)
+    gentle = np.abs(np.diff(levelled[..., 0].astype(int), axis=1)).max()
+    assert steep >= 6 and gentle <= steep / 2, (steep, gentle)
+    row = levelled[0, :, 0].astype(int)
+    assert abs(row[0] - 0.3 * 255) <= 1 and abs(row[-1] - 0.5 * 255) <= 1  # beyond half a tile: untouched
+    assert abs(row[28] - 0.4 * 255) <= 2 and 0.3 * 255 + 5 < row[20] < row[36] < 0.5 * 255 - 5  # a long ramp
+    texture = torch.rand(3, 32, 56, generator=torch.Generator().manual_seed(0))
+    agree = torch.stack([texture[:, :, :32], texture[:, :, 24:]])  # the same pixels in the overlap
+    assert np.array_equal(blend_tiles(agree, layout), _blend_whole(agree, layout))

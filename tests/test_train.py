@@ -321,3 +321,77 @@ def test_semantic_alignment_trains_the_tokens_and_stays_out_of_the_export(photo_
     vtok.load(folder)  # strict
     with pytest.raises(vtok.ConfigError, match="align_max_prefix"):
         Trainer(_cfg(photo_dirs, tmp_path / "s", "loss.align=0.5", "loss.align_max_prefix=0"))
+
+
+def test_distill_searches_targets_once_and_pulls_the_encoder_to_them(photo_dirs, tmp_path):
+    """distill.weight > 0: the run first searches training crops through the model it starts from
+    (stored with that model's weights id), then trains the encoder on them: the distill loss is
+    logged, the decoder stays bit for bit, and a second run reuses the file instead of searching."""
+    from vtok.codec.search import search_tokens
+
+    start = vtok.create_tokenizer("ordered1d-tiny")
+    start.save_pretrained(tmp_path / "start")
+    args = (f"model.init_from={tmp_path / 'start'}", "model.trainable=encoder", "optim.steps=3",
+            "distill.weight=1.0", "distill.count=5", "distill.effort=1", "distill.batch=2")  # fmt: skip
+    trained = vtok.load(Trainer(_cfg(photo_dirs, tmp_path / "r", *args)).fit())
+    targets = tmp_path / "r" / "search_targets.safetensors"
+    stored = load_file(targets)
+    assert stored["images"].shape == (5, 3, 32, 32) and stored["indices"].shape == (5, start.num_tokens)
+    assert not (tmp_path / "r" / "search_targets.safetensors.parts").exists()
+    # what is stored is what the search gives for the stored crops, and it is not the encoder's own
+    again = search_tokens(start, stored["images"].float() / 255, 1)
+    assert torch.equal(again, stored["indices"].long())
+    assert not torch.equal(start.encode(stored["images"].float() / 255), again)
+    with open(tmp_path / "r" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and float(rows[-1]["distill"]) > 0
+    before, after = start.model.state_dict(), trained.model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.split(".")[0] in trained.model.token_parts for k in moved)
+
+    stamp = targets.stat().st_mtime_ns  # a second run with the same file reads it, searching nothing
+    Trainer(_cfg(photo_dirs, tmp_path / "r2", *args, f"distill.targets={targets}"))
+    assert targets.stat().st_mtime_ns == stamp
+    torch.manual_seed(1)
+    vtok.create_tokenizer("ordered1d-tiny").save_pretrained(tmp_path / "other")
+    with pytest.raises(vtok.ConfigError, match="searched through the model with weights"):
+        Trainer(_cfg(photo_dirs, tmp_path / "r3", *args, f"distill.targets={targets}",
+                     f"model.init_from={tmp_path / 'other'}"))  # fmt: skip
+    with pytest.raises(vtok.ConfigError, match="init_from"):
+        Trainer(_cfg(photo_dirs, tmp_path / "r4", "distill.weight=1.0"))
+    with pytest.raises(vtok.ConfigError, match="effort must be 1 or more"):
+        Trainer(_cfg(photo_dirs, tmp_path / "r5", *args, "distill.effort=0"))
+
+
+def test_search_targets_resume_after_a_kill(tmp_path):
+    """A search killed after its first part keeps that part and does only the rest when run again."""
+    from vtok.train import distill
+
+    tok = vtok.create_tokenizer("ordered1d-tiny")
+    crops = torch.rand(distill.PART + 3, 3, 32, 32)
+    asked: list[int] = []
+
+    class Crops:
+        def __init__(self, fail_from: int | None):
+            self.fail_from = fail_from
+
+        def __getitem__(self, i):
+            if self.fail_from is not None and i >= self.fail_from:
+                raise KeyboardInterrupt
+            asked.append(i)
+            return crops[i]
+
+    out = tmp_path / "t.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        distill.make_search_targets(tok, Crops(distill.PART), len(crops), 1, out, progress=False)
+    assert not out.exists() and len(list((tmp_path / "t.safetensors.parts").iterdir())) == 1
+    asked.clear()
+    distill.make_search_targets(tok, Crops(None), len(crops), 1, out, progress=False)
+    assert asked == list(range(distill.PART, len(crops)))  # only the second part was searched
+    targets = distill.SearchTargets.load(out, tok)
+    assert len(targets) == len(crops)
+    x, t = targets.batch(7, 4)
+    x2, t2 = targets.batch(7, 4)
+    assert torch.equal(x, x2) and torch.equal(t, t2) and x.shape == (4, 3, 32, 32)
+    assert t.shape == (4, tok.num_tokens, tok.model.quantizer.dim)
+    assert float(t.abs().max()) <= float(tok.model.quantizer.half_width.max())  # digit centres

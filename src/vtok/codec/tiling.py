@@ -3,12 +3,15 @@
 Tiles of S x S pixels overlap by `overlap` pixels; the image is mirror-padded to cover the
 grid. Decoded tiles are blended with weights that ramp linearly across each shared overlap
 (1 inside a tile, falling to 0 at its edge where a neighbour takes over), which hides the seams
-that independent tiles would otherwise show. The result is cropped to the exact original size.
+that independent tiles would otherwise show; before that, the level step at each seam is spread
+over half a tile on both sides (:func:`level_seams`), which hides what a narrow blend cannot: tiles
+decoded from different numbers of tokens differ in level and colour. The result is cropped to the
+exact original size.
 
 Blending goes one row of tiles at a time (:func:`blend_bands`), and a wide image is blended in
 vertical strips of at most STRIP_WIDTH pixels (:func:`strips`), each from the tiles that overlap
-it: only S rows of one strip are held in floating point at once, so the memory a decode needs is
-bounded whatever the image's width and height. Pixels are bit-identical to a whole-image blend.
+it and one more tile on each side: two rows of one strip's tiles are held in floating point at
+once, so the memory a decode needs is bounded whatever the image's width and height. Pixels are bit-identical to a whole-image blend.
 """
 
 from __future__ import annotations
@@ -19,10 +22,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import LimitError
 
-__all__ = ["TileLayout", "Strip", "split_tiles", "blend_tiles", "blend_bands", "check_budget", "strips"]
+__all__ = [
+    "TileLayout",
+    "Strip",
+    "split_tiles",
+    "blend_tiles",
+    "blend_bands",
+    "check_budget",
+    "level_seams",
+    "strips",
+]
 
 STRIP_WIDTH = 4096  # pixels of output columns blended at once: 16 * S * 4096 bytes of floats (8 MB at S = 128)
 
@@ -97,6 +110,73 @@ def _ramp(size: int, overlap: int, fade_start: bool, fade_end: bool) -> torch.Te
     return w
 
 
+def _falloff(tile: int, overlap: int) -> torch.Tensor:
+    """(S,) weight of a seam's correction across a tile, for the seam at its far end: 1 from the
+    middle of the overlap outwards, falling linearly to 0 half a tile further inside."""
+    centre = tile - overlap / 2
+    x = torch.arange(tile, dtype=torch.float32) + 0.5
+    return (1 - (centre - x) / max(1, tile // 2)).clamp(0, 1)
+
+
+def _seam_offsets(a: torch.Tensor, b: torch.Tensor, tile: int) -> torch.Tensor:
+    """a, b: (n, 3, L, o) the same overlap as the tiles on either side decoded it -> (n, 3, L), the
+    difference b - a averaged across the overlap and smoothed along the seam (two box filters of
+    tile / 4): a level or colour offset between the tiles, not their texture."""
+    d = (b - a).mean(-1)
+    k = max(1, tile // 4)
+    for _ in range(2):
+        d = F.avg_pool1d(F.pad(d, (k // 2, k - 1 - k // 2), mode="replicate"), k, stride=1)
+    return d
+
+
+def level_row(row: torch.Tensor, overlap: int) -> torch.Tensor:
+    """(n, 3, S, S) tiles of one row, left to right -> the same with the level step at each
+    vertical seam spread over the tiles on both sides (half each, _falloff wide)."""
+    s = row.shape[-1]
+    if overlap < 2 or row.shape[0] < 2:
+        return row
+    d = _seam_offsets(row[:-1, :, :, s - overlap :], row[1:, :, :, :overlap], s) / 2  # (n - 1, 3, S)
+    w = _falloff(s, overlap)
+    out = row.clone()
+    out[:-1] += d[..., None] * w  # the left tile rises to meet the right one at the seam...
+    out[1:] -= d[..., None] * w.flip(0)  # ...and the right tile comes down to meet it
+    return out
+
+
+def level_rows(upper: torch.Tensor, lower: torch.Tensor, overlap: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two rows of tiles (n, 3, S, S), the same columns -> both with the level step at their
+    horizontal seams spread over them."""
+    s = upper.shape[-1]
+    if overlap < 2:
+        return upper, lower
+    a = upper[:, :, s - overlap :, :].transpose(2, 3)  # (n, 3, S, o): the overlap's columns along the seam
+    b = lower[:, :, :overlap, :].transpose(2, 3)
+    d = _seam_offsets(a, b, s) / 2  # (n, 3, S) along the seam
+    w = _falloff(s, overlap)
+    return upper + d[:, :, None, :] * w[:, None], lower - d[:, :, None, :] * w.flip(0)[:, None]
+
+
+def level_seams(rows: Iterable[torch.Tensor], overlap: int) -> Iterator[torch.Tensor]:
+    """Rows of tiles (n, 3, S, S), top to bottom -> the same rows, levelled: within each row
+    (level_row), then between each row and the next (level_rows). Holds two rows at once.
+
+    Tiles decoded from different numbers of tokens (adaptive lengths) differ in level and colour
+    more than their texture does, and a linear blend over the overlap alone shows that as a
+    step ("rectangles of different blue"). Like a video codec's deblocking filter, but with a
+    long reach: each tile moves half way to its neighbour's level at the seam, the correction
+    fading over half a tile, so the step becomes a ramp too gentle to see; within an overlap,
+    what the two tiles agree on (their texture) is kept."""
+    held = None
+    for row in rows:
+        row = level_row(row.float(), overlap)
+        if held is not None:
+            held, row = level_rows(held, row, overlap)
+            yield held
+        held = row
+    if held is not None:
+        yield held
+
+
 @dataclass(frozen=True)
 class Strip:
     """Output columns x0..x1 of the image and the tile columns that overlap them."""
@@ -115,24 +195,34 @@ def strips(layout: TileLayout, max_width: int = STRIP_WIDTH) -> list[Strip]:
     for c0 in range(0, nx, per):
         c1 = min(nx, c0 + per)
         x0, x1 = c0 * st, layout.width if c1 == nx else c1 * st
-        first = c0 - 1 if c0 > 0 and layout.overlap > 0 else c0  # the left neighbour reaches in by `overlap`
-        out.append(Strip(x0, x1, range(first, c1)))
+        if layout.overlap > 0:  # the left neighbour reaches in by `overlap`; one more tile each side
+            out.append(Strip(x0, x1, range(max(0, c0 - 2), min(nx, c1 + 1))))  # levels the seams (level_row)
+        else:
+            out.append(Strip(x0, x1, range(c0, c1)))
     return out
 
 
 def blend_bands(
-    rows: Iterable[Iterable[torch.Tensor]], layout: TileLayout, strip: Strip | None = None
+    rows: Iterable[Iterable[torch.Tensor]], layout: TileLayout, strip: Strip | None = None, level: bool = True
 ) -> Iterator[np.ndarray]:
     """Tile rows in, image rows out. `rows` gives, for each of the layout's ny tile rows in order,
     the tiles of `strip.columns` (default: all) left to right as batches of (n, 3, S, S) in [0, 1];
     yields (h, x1 - x0, 3) uint8 bands, top to bottom, that together make columns x0..x1 of the
-    (H, W, 3) image. Holds 16 * S * (x1 - x0) bytes of floats at once, whatever the number of tile
+    (H, W, 3) image. The tiles' seams are levelled first (:func:`level_seams`; `level=False`, the
+    linear blend alone, is for comparisons: decoding always levels). Holds two rows of
+    the strip's tiles and 16 * S * (x1 - x0) bytes of floats at once, whatever the number of tile
     rows; pixels are bit-identical to :func:`blend_tiles`."""
     s, st, o = layout.tile, layout.stride, layout.overlap
     strip = strip or Strip(0, layout.width, range(layout.nx))
     x_lo, width, height = strip.x0, strip.x1 - strip.x0, layout.height
     carry_acc, carry_w = torch.zeros(3, 0, width), torch.zeros(1, 0, width)
-    for r, batches in enumerate(rows):
+
+    def joined(batches) -> torch.Tensor:  # one row of the strip's tiles: (n, 3, S, S)
+        parts = [b.float().cpu() for b in batches]
+        return torch.cat(parts) if parts else torch.zeros(0, 3, s, s)
+
+    joined_rows = (joined(b) for b in rows)
+    for r, row in enumerate(level_seams(joined_rows, o) if level else joined_rows):
         if r >= layout.ny:
             raise ValueError(f"more than the layout's {layout.ny} tile rows")
         band_h = min(s, height - r * st)  # rows past the image are never shown: not accumulated
@@ -140,16 +230,15 @@ def blend_bands(
         acc[:, : carry_acc.shape[1]], weight[:, : carry_w.shape[1]] = carry_acc, carry_w
         wy = _ramp(s, o, r > 0, r < layout.ny - 1)[:band_h]
         c = strip.columns.start
-        for batch in batches:
-            for tile in batch.float().cpu():
-                t0 = c * st  # the tile's first column in the image
-                lo, hi = max(t0, x_lo), min(t0 + s, strip.x1)
-                if hi > lo:
-                    wx = _ramp(s, o, c > 0, c < layout.nx - 1)[lo - t0 : hi - t0]
-                    w = wy[:, None] * wx[None, :]
-                    acc[:, :, lo - x_lo : hi - x_lo] += tile[:, :band_h, lo - t0 : hi - t0] * w
-                    weight[:, :, lo - x_lo : hi - x_lo] += w
-                c += 1
+        for tile in row:
+            t0 = c * st  # the tile's first column in the image
+            lo, hi = max(t0, x_lo), min(t0 + s, strip.x1)
+            if hi > lo:
+                wx = _ramp(s, o, c > 0, c < layout.nx - 1)[lo - t0 : hi - t0]
+                w = wy[:, None] * wx[None, :]
+                acc[:, :, lo - x_lo : hi - x_lo] += tile[:, :band_h, lo - t0 : hi - t0] * w
+                weight[:, :, lo - x_lo : hi - x_lo] += w
+            c += 1
         if c != strip.columns.stop:
             raise ValueError(f"tile row {r} has {c - strip.columns.start} tiles, the strip {len(strip.columns)}")
         final = band_h if r == layout.ny - 1 else st  # the rest is shared with the next row
@@ -164,6 +253,6 @@ def tile_rows(tiles: torch.Tensor, layout: TileLayout) -> Iterator[list[torch.Te
         yield [tiles[r * layout.nx : (r + 1) * layout.nx]]
 
 
-def blend_tiles(tiles: torch.Tensor, layout: TileLayout) -> np.ndarray:
+def blend_tiles(tiles: torch.Tensor, layout: TileLayout, level: bool = True) -> np.ndarray:
     """(T, 3, S, S) in [0, 1] -> (H, W, 3) uint8 at the original size."""
-    return np.concatenate(list(blend_bands(tile_rows(tiles, layout), layout)), axis=0)
+    return np.concatenate(list(blend_bands(tile_rows(tiles, layout), layout, level=level)), axis=0)

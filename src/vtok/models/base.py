@@ -116,13 +116,15 @@ class ConvTrunkConfig:
 @dataclass
 class ModelOutput:
     """recon: (B, 3, S, S) in about [-1, 1]; indices: (B, K); aux_loss: scalar; codes: (B, K, D),
-    the quantized codes with the quantizer's straight-through gradient (for auxiliary losses)."""
+    the quantized codes with the quantizer's straight-through gradient (for auxiliary losses);
+    latents: (B, K, D), the encoder's continuous latents before quantization."""
 
     recon: torch.Tensor
     indices: torch.Tensor
     aux_loss: torch.Tensor
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
     codes: torch.Tensor | None = None
+    latents: torch.Tensor | None = None
 
 
 def _parameters(part) -> list[nn.Parameter]:
@@ -218,11 +220,12 @@ class TokenizerModel(nn.Module):
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> ModelOutput:
         """Training pass: encode, quantize, decode keeping the first keep[b] tokens of image b."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
-            q = self.encode(x)
+            z = self.encode_latents(x)  # (B, K, D)
+            q = self.quantizer(z)
         if keep is None:
             keep = torch.full((x.shape[0],), self.num_tokens, dtype=torch.long, device=x.device)
         recon = self.decode_codes(q.codes, keep)
-        return ModelOutput(recon=recon, indices=q.indices, aux_loss=q.aux_loss, stats=q.stats, codes=q.codes)
+        return ModelOutput(recon=recon, indices=q.indices, aux_loss=q.aux_loss, stats=q.stats, codes=q.codes, latents=z)
 
     def _prefix_mask(self, keep: torch.Tensor) -> torch.Tensor:
         """(B,) -> (B, K, 1) bool, True where the token is kept."""

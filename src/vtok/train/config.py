@@ -15,6 +15,7 @@ import yaml
 
 from ..errors import ConfigError
 from .adversarial import AdversarialSettings
+from .distill import DistillSettings
 
 __all__ = ["TrainConfig", "load_config", "load_run_config", "config_to_dict", "RESOURCE_KEYS"]
 
@@ -89,6 +90,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     loss: LossSection = field(default_factory=LossSection)
     gan: AdversarialSettings = field(default_factory=AdversarialSettings)
+    distill: DistillSettings = field(default_factory=DistillSettings)  # searched tokens as the encoder's targets
     out_dir: str = "runs/default"
     seed: int = 0
     device: str = "auto"

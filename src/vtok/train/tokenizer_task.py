@@ -27,6 +27,7 @@ from ..viz import image_sheet, save_image_atomic
 from .adversarial import AdversarialLoss, AdversarialSettings, PatchDiscriminator
 from .alignment import SemanticAlignment
 from .data import StepBatchSampler
+from .distill import SearchTargets
 from .loop import Distributed, append_csv
 from .losses import ReconstructionLoss
 
@@ -76,6 +77,9 @@ class TokenizerTask:
         out_dir: Path,
         perceptual_prefix_power: float = 2.0,
         alignment: SemanticAlignment | None = None,
+        distill: SearchTargets | None = None,
+        distill_batch: int = 8,
+        distill_weight: float = 0.0,
     ):
         self.model, self.name, self.env, self.data = model, name, env, data
         self.loss_fn = loss.to(env.device)
@@ -89,6 +93,7 @@ class TokenizerTask:
         self.start_psnr: float | None = None  # held-out PSNR of a warm-started model before training
         self.discriminator: PatchDiscriminator | None = None
         self.alignment = alignment.to(env.device) if alignment is not None else None
+        self.distill, self.distill_batch, self.distill_weight = distill, distill_batch, distill_weight
         self.train_model = env.wrap(model)
         if adversarial.weight > 0:
             self.discriminator = PatchDiscriminator(adversarial.channels, adversarial.layers).to(env.device)
@@ -162,6 +167,10 @@ class TokenizerTask:
 
     def loss(self, x: torch.Tensor, step: int, autocast: bool):
         device = self.env.device.type
+        n_random = x.shape[0]
+        if self.distill is not None:  # searched crops join the batch: (B + b, 3, S, S)
+            x_searched, target = self.distill.batch(step, self.distill_batch, self.env.rank)
+            x = torch.cat([x, x_searched.to(x.device)])
         keep = sample_prefix_lengths(x.shape[0], self.model.num_tokens, self.full_length_prob, self.generator)
         keep = keep.to(x.device)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
@@ -179,6 +188,13 @@ class TokenizerTask:
             align_loss, align_parts = self.alignment(out.codes, x)
             total = total + self.alignment.settings.weight * align_loss
             parts.update(align_parts)
+        if self.distill is not None:  # the encoder's bounded values to the searched digits' centres
+            assert out.latents is not None  # TokenizerModel.forward returns the latents
+            quantizer: Any = self.model.quantizer  # an FSQ (the trainer checks)
+            bounded = quantizer.bound(out.latents[n_random:].float())  # (b, K, D)
+            distill_loss = torch.nn.functional.mse_loss(bounded, target.to(bounded.device))
+            total = total + self.distill_weight * distill_loss
+            parts["distill"] = float(distill_loss.detach())
         gan_weight = self._gan_weight(step)
         window = None
         if self.discriminator is not None:  # the same columns from step 0, so metrics.csv keeps them
@@ -195,7 +211,7 @@ class TokenizerTask:
             parts.update(g_loss=float(g_loss.detach()), gan_weight=gan_weight)
         parts["psnr"] = float(psnr(recon.detach().clamp(0, 1), x).clamp(max=99).mean())
         parts.update({k: float(v) for k, v in out.stats.items()})
-        return total, parts, (out.recon.detach(), window)
+        return total, parts, (out.recon[:n_random].detach(), window)
 
     def after_step(self, x: torch.Tensor, step: int, carry, autocast: bool) -> dict[str, float]:
         if self.alignment is not None:  # its projection got its gradients from the loop's backward

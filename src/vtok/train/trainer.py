@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import yaml
 
-from ..data import load_images, scan_images, source_weights
+from ..data import RandomCropDataset, load_images, scan_images, source_weights
 from ..errors import ConfigError, ImageError, ModelLoadError
 from ..files import atomic_path
 from ..pretrained import state_dict_mismatch
@@ -25,6 +25,7 @@ from ..registry import build_model, create_model, variant_config
 from ..tokenizer import Tokenizer
 from .alignment import AlignmentSettings, SemanticAlignment
 from .config import TrainConfig, config_to_dict, loop_settings
+from .distill import SearchTargets, make_search_targets
 from .loop import Distributed, TrainLoop
 from .losses import ReconstructionLoss
 from .tokenizer_task import DataSettings, TokenizerTask, sample_prefix_lengths
@@ -47,6 +48,7 @@ class Trainer:
         self.out_dir = Path(c.out_dir)
 
         torch.manual_seed(c.seed)  # same init on every rank; DDP also broadcasts it
+        source = None
         if c.model.init_from:
             source = _load_init_from(c.model.init_from)
             self.model = self._model_like(source).to(self.env.device)
@@ -120,6 +122,9 @@ class Trainer:
             full_length_prob=c.loss.full_length_prob,
             perceptual_prefix_power=c.loss.perceptual_prefix_power,
             alignment=self._alignment(),
+            distill=self._distill(source, files),
+            distill_batch=c.distill.batch,
+            distill_weight=c.distill.weight,
             adversarial=c.gan,
             val_images=val_images,
             out_dir=self.out_dir,
@@ -175,6 +180,35 @@ class Trainer:
             raise ConfigError(f"loss.align_max_prefix must be >= 1, got {loss.align_max_prefix}")
         settings = AlignmentSettings(weight=loss.align, max_prefix=loss.align_max_prefix)
         return SemanticAlignment(self.model.num_tokens, self.model.quantizer.dim, settings)
+
+    def _distill(self, source: Tokenizer | None, files: list[Path]) -> SearchTargets | None:
+        """The searched targets (train/distill.py), made first through the starting model if missing."""
+        c = self.config
+        if c.distill.weight <= 0:
+            return None
+        if source is None:
+            raise ConfigError("distill needs model.init_from: tokens are searched through a trained decoder")
+        if not hasattr(source.model.quantizer, "bound"):
+            raise ConfigError("distill needs an FSQ model (the encoder's bounded values are its targets)")
+        if c.distill.batch < 1:
+            raise ConfigError(f"distill.batch must be >= 1, got {c.distill.batch}")
+        path = Path(c.distill.targets) if c.distill.targets else self.out_dir / "search_targets.safetensors"
+        if not path.is_file():
+            if self.env.world_size > 1:
+                raise ConfigError(f"{path}: make the search targets first with one process (vtok train, not torchrun)")
+            crops = RandomCropDataset(
+                files,
+                source.model.image_size,
+                seed=c.seed + 7777,
+                length=c.distill.count,
+                min_scale=c.data.min_scale,
+                max_side=c.data.max_side,
+                hflip=c.data.hflip,
+                weights=source_weights(files, c.data.train_dir, c.data.source_balance),
+            )
+            log.info("searching %d training crops at effort %d for distill targets", c.distill.count, c.distill.effort)
+            make_search_targets(source, crops, c.distill.count, c.distill.effort, path, progress=self.env.is_main)
+        return SearchTargets.load(path, source, seed=c.seed)
 
     def _model_like(self, source: Tokenizer):
         """A warm start builds the model it starts from: the source's config, with the run's
