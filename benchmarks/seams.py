@@ -116,9 +116,11 @@ def write_sheet(tok, photo: Path, out: Path) -> None:
     plain = blend_tiles(tiles, layout, level=False)
     images = [Image.fromarray(a) for a in (array, plain, recon)]
     labels = [
-        ["original"],
-        [f"linear blend alone\nseams {seam_ratio(plain, tok.image_size, layout.stride, f.overlap):.2f}"],
-        [f"levelled (vtok decodes)\nseams {seam_ratio(recon, tok.image_size, layout.stride, f.overlap):.2f}"],
+        [
+            "original",
+            f"linear blend alone\nseams {seam_ratio(plain, tok.image_size, layout.stride, f.overlap):.2f}",
+            f"levelled (vtok decodes)\nseams {seam_ratio(recon, tok.image_size, layout.stride, f.overlap):.2f}",
+        ]
     ]
     title = f"{photo.name} at a per-tile SSIM 0.6 target: {len(enc.data):,} B, k per tile {min(enc.counts)}-{max(enc.counts)}"
     save_image_atomic(image_sheet([images], labels, title=title, cell=max(a.width for a in images)), out)
