@@ -154,17 +154,26 @@ class ScoredLadder(CodecLadder):
         self.reference, self.distances = reference, distances
         with torch.no_grad():
             self.reference_features = {name: d.features(reference) for name, d in distances.items()}
-        self._scores: dict[int, dict[str, float]] = {}
+        self._scores: dict[tuple[int, str], float] = {}
 
     @torch.no_grad()
-    def score(self, quality: int) -> dict[str, float]:
-        if quality not in self._scores:
+    def metric(self, quality: int, name: str) -> float:
+        """One score of one setting's decoded file, computed once: a search on PSNR never runs the
+        feature network."""
+        if (quality, name) not in self._scores:
             x = pil_to_tensor(self.file(quality).image)[None]
-            out = {"psnr": float(psnr(x, self.reference).clamp(max=99)), "ssim": float(ssim(x, self.reference))}
-            for name, d in self.distances.items():
-                out[name] = float(d.from_features(d.features(x), self.reference_features[name]))
-            self._scores[quality] = out
-        return self._scores[quality]
+            if name == "psnr":
+                value = float(psnr(x, self.reference).clamp(max=99))
+            elif name == "ssim":
+                value = float(ssim(x, self.reference))
+            else:
+                d = self.distances[name]
+                value = float(d.from_features(d.features(x), self.reference_features[name]))
+            self._scores[quality, name] = value
+        return self._scores[quality, name]
+
+    def score(self, quality: int) -> dict[str, float]:
+        return {name: self.metric(quality, name) for name in ("psnr", "ssim", *self.distances)}
 
     def record(self, vtok_rec: dict) -> dict[str, Any]:
         budget = vtok_rec["file_bytes"]
@@ -174,19 +183,16 @@ class ScoredLadder(CodecLadder):
         out["at_budget"] = (
             None if best is None else {"bytes": best.bytes, "quality": best.quality, **self.score(best.quality)}
         )
-        out["to_match"] = {}
-        for metric in METRICS:
-            if metric not in vtok_rec:
-                continue
-            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-            target = sign * vtok_rec[metric]
-
-            def reaches(quality: int, m: str = metric, s: float = sign, t: float = target) -> bool:
-                return s * self.score(quality)[m] >= t
-
-            match = self.cheapest_reaching(reaches)
-            out["to_match"][metric] = None if match is None else {"bytes": match.bytes, "ratio": match.bytes / budget}
+        out["to_match"] = {metric: self.match(vtok_rec, metric) for metric in METRICS if metric in vtok_rec}
         return out
+
+    def match(self, vtok_rec: dict, metric: str) -> dict[str, float] | None:
+        """The smallest file at least as good as vtok's on `metric`: its bytes and their ratio to
+        vtok's, or None when no setting gets there."""
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        target = sign * vtok_rec[metric]
+        found = self.cheapest_reaching(lambda quality: sign * self.metric(quality, metric) >= target)
+        return None if found is None else {"bytes": found.bytes, "ratio": found.bytes / vtok_rec["file_bytes"]}
 
 
 class SizeLadders:
@@ -201,7 +207,7 @@ class SizeLadders:
 
     def best_within(self, budget: int) -> tuple[ScoredLadder, CodecFile] | None:
         found = [(s, f) for s in self.sizes if (f := s.best_within(budget)) is not None]
-        return max(found, key=lambda sf: sf[0].score(sf[1].quality)["psnr"], default=None)
+        return max(found, key=lambda sf: sf[0].metric(sf[1].quality, "psnr"), default=None)
 
     def record(self, vtok_rec: dict) -> dict[str, Any]:
         out: dict[str, Any] = {"smallest_bytes": min(s.file(s.codec.qualities[0]).bytes for s in self.sizes)}
@@ -215,10 +221,9 @@ class SizeLadders:
                 "scale": ladder.codec.scale,
                 **ladder.score(f.quality),
             }
-        per_size = [s.record(vtok_rec)["to_match"] for s in self.sizes]
         out["to_match"] = {}
-        for metric in {m for r in per_size for m in r}:
-            matches = [r[metric] for r in per_size if r.get(metric)]
+        for metric in (m for m in METRICS if m in vtok_rec):  # the fewest bytes over sizes
+            matches = [m for size in self.sizes if (m := size.match(vtok_rec, metric)) is not None]
             out["to_match"][metric] = min(matches, key=lambda m: m["bytes"]) if matches else None
         return out
 
