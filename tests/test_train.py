@@ -195,6 +195,28 @@ def test_a_pixel_refinement_grows_on_weights_made_without_it(photo_dirs, tmp_pat
         Trainer(_cfg(photo_dirs, tmp_path / "c", f"model.init_from={first}", "model.overrides.width=48"))
 
 
+def test_a_deeper_decoder_grows_on_weights_made_without_it(photo_dirs, tmp_path):
+    """model.overrides.decoder_depth past the source's: the new transformer blocks start as zero
+    residuals, so the grown model decodes exactly as the source until trained, then they learn."""
+    first = Trainer(_cfg(photo_dirs, tmp_path / "a", "optim.steps=3", "optim.batch_size=4")).fit()
+    before = vtok.load(first)
+    depth = before.model.config.decoder_depth
+    grown = _cfg(photo_dirs, tmp_path / "b", "optim.steps=6", "optim.batch_size=4", "optim.lr=3e-3",
+                 f"model.init_from={first}", f"model.overrides.decoder_depth={depth + 2}")  # fmt: skip
+    trainer = Trainer(grown)
+    images = torch.rand(4, 3, 32, 32)
+    tokens = before.encode(images)
+    with torch.no_grad():
+        assert torch.equal(trainer.model.encode_latents(images * 2 - 1), before.model.encode_latents(images * 2 - 1))
+        assert torch.allclose(trainer.model.decode(tokens), before.model.decode(tokens), atol=1e-6)
+    folder = trainer.fit()
+    after = vtok.load(folder)
+    assert after.model.config.decoder_depth == depth + 2
+    assert after.model.state_dict()[f"decoder.blocks.{depth + 1}.mlp.2.weight"].abs().sum() > 0  # it trained
+    with pytest.raises(vtok.ConfigError, match="init_from"):  # a shallower model cannot drop trained blocks
+        Trainer(_cfg(photo_dirs, tmp_path / "c", f"model.init_from={folder}", f"model.overrides.decoder_depth={depth}"))
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     """A misspelt key in a recipe would only show when someone runs it, maybe on a lent GPU."""

@@ -155,11 +155,16 @@ class TokenizerModel(nn.Module):
         self.grid = c.grid
         self.quantizer = build_quantizer(dict(c.quantizer))
 
-    @property
-    def identity_at_start(self) -> tuple[str, ...]:
-        """State-dict prefixes of parts that start as the identity: weights made without them
-        warm-start this model exactly (the trainer's model.init_from allows them missing)."""
-        return ("head.refine.",) if self.config.refine else ()
+    def grown_from(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`weights` (a state_dict of a smaller model of this architecture) with the parts this
+        model adds filled in as the identity, so it decodes exactly as they did until trained (the
+        trainer's model.init_from); other missing or misshapen parts are left for the strict
+        check to name. Grows a pixel refinement (``refine``); an architecture may grow more."""
+        out = dict(weights)
+        for key, value in self.state_dict().items():
+            if key.startswith("head.refine.") and key not in out:  # its last convolution starts at zero
+                out[key] = value
+        return out
 
     @property
     def token_parts(self) -> tuple[str, ...]:

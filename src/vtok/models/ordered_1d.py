@@ -111,6 +111,21 @@ class Ordered1DTokenizer(TokenizerModel):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def grown_from(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Also grows deeper transformers (``encoder_depth``, ``decoder_depth``): the blocks past
+        the ones `weights` has start with their attention and MLP outputs at zero, residuals that
+        add nothing until trained (the blocks feed a final LayerNorm, which they leave as it was)."""
+        out = super().grown_from(weights)
+        for name, transformer in (("encoder", self.encoder), ("decoder", self.decoder)):
+            for i, block in enumerate(transformer.blocks):
+                prefix = f"{name}.blocks.{i}."
+                if any(key.startswith(prefix) for key in weights):
+                    continue
+                for key, value in block.state_dict().items():
+                    zero = key.startswith(("attn.proj.", "mlp.2."))
+                    out[prefix + key] = torch.zeros_like(value) if zero else value.clone()
+        return out
+
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
         f = self.stem(x)  # (B, C, G, G)
         f = f.flatten(2).transpose(1, 2)  # (B, P, C)

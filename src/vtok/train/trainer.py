@@ -225,11 +225,7 @@ class Trainer:
 
     def _warm_start(self, source: Tokenizer) -> None:
         name_or_path = self.config.model.init_from
-        weights = source.model.state_dict()
-        grown = self.model.identity_at_start
-        for key, value in self.model.state_dict().items():  # parts the source lacks start as the identity
-            if key.startswith(grown) and key not in weights:
-                weights[key] = value
+        weights = self.model.grown_from(source.model.state_dict())  # parts it lacks start as the identity
         problem = state_dict_mismatch(self.model.state_dict(), weights)
         if problem:
             raise ConfigError(
