@@ -513,3 +513,15 @@ def test_levelling_spreads_a_step_between_tiles_and_keeps_what_they_agree_on():
     texture = torch.rand(3, 32, 56, generator=torch.Generator().manual_seed(0))
     agree = torch.stack([texture[:, :, :32], texture[:, :, 24:]])  # the same pixels in the overlap
     assert np.array_equal(blend_tiles(agree, layout), _blend_whole(agree, layout))
+    tall = TileLayout(32, 56, 32, 8)  # the same two tiles one above the other: levelled between rows
+    assert np.array_equal(blend_tiles(flat, tall), levelled.transpose(1, 0, 2))
+    assert np.array_equal(blend_tiles(flat, tall, level=False), plain.transpose(1, 0, 2))
+
+
+def test_a_tile_row_of_the_wrong_length_is_refused_not_stretched():
+    """Levelling pairs each tile with its neighbours; a row short of tiles must not broadcast."""
+    layout = TileLayout(80, 80, 32, 8)  # 3 x 3 tiles
+    tiles = torch.rand(9, 3, 32, 32)
+    rows = [[tiles[:1]], [tiles[3:6]], [tiles[6:9]]]
+    with pytest.raises(ValueError, match="1 tiles, the strip 3"):
+        list(blend_bands(rows, layout))

@@ -385,13 +385,22 @@ def test_distill_searches_targets_once_and_pulls_the_encoder_to_them(photo_dirs,
         Trainer(_cfg(photo_dirs, tmp_path / "r5", *args, "distill.effort=0"))
 
 
-def test_search_targets_resume_after_a_kill(tmp_path):
-    """A search killed after its first part keeps that part and does only the rest when run again."""
+def test_search_targets_resume_after_a_kill(tmp_path, monkeypatch):
+    """A search killed after its first part keeps that part and does only the rest when run again;
+    a part left by another search (other weights) is redone, never mixed in."""
+    import vtok.codec.search as search
     from vtok.train import distill
 
     tok = vtok.create_tokenizer("ordered1d-tiny")
     crops = torch.rand(distill.PART + 3, 3, 32, 32)
-    asked: list[int] = []
+    searched: list[int] = []
+    real_search = search.search_tokens
+
+    def counting_search(tok, tiles, effort, *args, **kwargs):
+        searched.append(len(tiles))
+        return real_search(tok, tiles, effort, *args, **kwargs)
+
+    monkeypatch.setattr(search, "search_tokens", counting_search)
 
     class Crops:
         def __init__(self, fail_from: int | None):
@@ -400,16 +409,15 @@ def test_search_targets_resume_after_a_kill(tmp_path):
         def __getitem__(self, i):
             if self.fail_from is not None and i >= self.fail_from:
                 raise KeyboardInterrupt
-            asked.append(i)
             return crops[i]
 
     out = tmp_path / "t.safetensors"
     with pytest.raises(KeyboardInterrupt):
         distill.make_search_targets(tok, Crops(distill.PART), len(crops), 1, out, progress=False)
     assert not out.exists() and len(list((tmp_path / "t.safetensors.parts").iterdir())) == 1
-    asked.clear()
+    searched.clear()
     distill.make_search_targets(tok, Crops(None), len(crops), 1, out, progress=False)
-    assert asked == list(range(distill.PART, len(crops)))  # only the second part was searched
+    assert searched == [3]  # only the second part was searched
     targets = distill.SearchTargets.load(out, tok)
     assert len(targets) == len(crops)
     x, t = targets.batch(7, 4)
@@ -417,3 +425,11 @@ def test_search_targets_resume_after_a_kill(tmp_path):
     assert torch.equal(x, x2) and torch.equal(t, t2) and x.shape == (4, 3, 32, 32)
     assert t.shape == (4, tok.num_tokens, tok.model.quantizer.dim)
     assert float(t.abs().max()) <= float(tok.model.quantizer.half_width.max())  # digit centres
+    other = vtok.create_tokenizer("ordered1d-tiny")  # other weights: a part it left is not reused
+    out.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        distill.make_search_targets(tok, Crops(distill.PART), len(crops), 1, out, progress=False)
+    searched.clear()
+    distill.make_search_targets(other, Crops(None), len(crops), 1, out, progress=False)
+    assert searched == [distill.PART, 3]
+    assert len(distill.SearchTargets.load(out, other)) == len(crops)

@@ -158,8 +158,9 @@ class ScoredLadder(CodecLadder):
 
     @torch.no_grad()
     def metric(self, quality: int, name: str) -> float:
-        """One score of one setting's decoded file, computed once: a search on PSNR never runs the
-        feature network."""
+        """One score of one setting's decoded file, computed once: a search on one metric scores
+        only that metric on the settings it tries (the feature network, the costliest, runs on
+        the few files a feature-distance search or a reported setting needs)."""
         if (quality, name) not in self._scores:
             x = pil_to_tensor(self.file(quality).image)[None]
             if name == "psnr":

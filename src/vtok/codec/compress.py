@@ -295,7 +295,7 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
             )
             for r in range(layout.ny)
         )
-        recon = np.concatenate(list(blend_bands(rows, layout)), axis=0)  # one row of tiles in floats at a time
+        recon = np.concatenate(list(blend_bands(rows, layout)), axis=0)  # a few rows of tiles in floats at a time
         if display is not None:
             recon = _resize(recon, display)
         enc.psnr, enc.ssim = _measure(recon, original)
@@ -508,8 +508,8 @@ def decode_bands(
     """The parsed file and its pixels, strip by strip (tiling.strips: columns x0..x1, at most
     STRIP_WIDTH wide), each as (h, x1 - x0, 3) uint8 bands top to bottom, decoded one row of the
     strip's tiles at a time: the file is checked whole (and against `max_pixels`) before the
-    first band, and the working set is that of one strip's row of tiles, whatever the image's
-    width and height."""
+    first band, and the working set is that of a few rows of one strip's tiles (tiling.blend_bands),
+    whatever the image's width and height."""
     tok, f, tokens = _read(data, model, lm, max_pixels)
     layout = TileLayout(f.width, f.height, tok.image_size, f.overlap)
     ids, counts = torch.from_numpy(tokens), torch.from_numpy(f.counts)

@@ -4,13 +4,15 @@ Tiles of S x S pixels overlap by `overlap` pixels; the image is mirror-padded to
 grid. Decoded tiles are blended with weights that ramp linearly across each shared overlap
 (1 inside a tile, falling to 0 at its edge where a neighbour takes over), which hides the seams
 that independent tiles would otherwise show; before that, the level step at each seam is spread
-over half a tile on both sides (:func:`level_seams`), which hides what a narrow blend cannot: tiles
-decoded from different numbers of tokens differ in level and colour. The result is cropped to the
+over half a tile on both sides (:func:`level_seams`; overlaps of LEVEL_MIN_OVERLAP pixels or more),
+which hides what a narrow blend cannot: tiles decoded from different numbers of tokens differ in
+level and colour. The result is cropped to the
 exact original size.
 
 Blending goes one row of tiles at a time (:func:`blend_bands`), and a wide image is blended in
 vertical strips of at most STRIP_WIDTH pixels (:func:`strips`), each from the tiles that overlap
-it and one more tile on each side: two rows of one strip's tiles are held in floating point at
+it and the tiles whose seams levelling reaches into it: a few rows of one strip's tiles (the row
+being blended, the one held for levelling and their corrections) are held in floating point at
 once, so the memory a decode needs is bounded whatever the image's width and height. Pixels are bit-identical to a whole-image blend.
 """
 
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 STRIP_WIDTH = 4096  # pixels of output columns blended at once: 16 * S * 4096 bytes of floats (8 MB at S = 128)
+LEVEL_MIN_OVERLAP = 2  # narrower overlaps are not levelled (too few pixels to measure a seam's step)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def level_row(row: torch.Tensor, overlap: int) -> torch.Tensor:
     """(n, 3, S, S) tiles of one row, left to right -> the same with the level step at each
     vertical seam spread over the tiles on both sides (half each, _falloff wide)."""
     s = row.shape[-1]
-    if overlap < 2 or row.shape[0] < 2:
+    if overlap < LEVEL_MIN_OVERLAP or row.shape[0] < 2:
         return row
     d = _seam_offsets(row[:-1, :, :, s - overlap :], row[1:, :, :, :overlap], s) / 2  # (n - 1, 3, S)
     w = _falloff(s, overlap)
@@ -145,10 +148,14 @@ def level_row(row: torch.Tensor, overlap: int) -> torch.Tensor:
 
 def level_rows(upper: torch.Tensor, lower: torch.Tensor, overlap: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two rows of tiles (n, 3, S, S), the same columns -> both with the level step at their
-    horizontal seams spread over them."""
+    horizontal seams spread over them. `upper` has had its own upper seams levelled already; with
+    overlaps up to a third of a tile that correction (half a tile from the seam, S/2 + o/2 in all)
+    does not reach its lower overlap, so the step is measured as if it had not."""
     s = upper.shape[-1]
-    if overlap < 2:
+    if overlap < LEVEL_MIN_OVERLAP:
         return upper, lower
+    if upper.shape[0] != lower.shape[0]:
+        raise ValueError(f"tile rows of {upper.shape[0]} and {lower.shape[0]} tiles cannot be levelled together")
     a = upper[:, :, s - overlap :, :].transpose(2, 3)  # (n, 3, S, o): the overlap's columns along the seam
     b = lower[:, :, :overlap, :].transpose(2, 3)
     d = _seam_offsets(a, b, s) / 2  # (n, 3, S) along the seam
@@ -158,7 +165,8 @@ def level_rows(upper: torch.Tensor, lower: torch.Tensor, overlap: int) -> tuple[
 
 def level_seams(rows: Iterable[torch.Tensor], overlap: int) -> Iterator[torch.Tensor]:
     """Rows of tiles (n, 3, S, S), top to bottom -> the same rows, levelled: within each row
-    (level_row), then between each row and the next (level_rows). Holds two rows at once.
+    (level_row), then between each row and the next (level_rows). Holds two rows at once
+    (and their corrections while levelling them).
 
     Tiles decoded from different numbers of tokens (adaptive lengths) differ in level and colour
     more than their texture does, and a linear blend over the overlap alone shows that as a
@@ -179,7 +187,8 @@ def level_seams(rows: Iterable[torch.Tensor], overlap: int) -> Iterator[torch.Te
 
 @dataclass(frozen=True)
 class Strip:
-    """Output columns x0..x1 of the image and the tile columns that overlap them."""
+    """Output columns x0..x1 of the image and the tile columns that make them: those that
+    overlap them and, when seams are levelled, the ones whose seams' corrections reach them."""
 
     x0: int
     x1: int
@@ -195,8 +204,10 @@ def strips(layout: TileLayout, max_width: int = STRIP_WIDTH) -> list[Strip]:
     for c0 in range(0, nx, per):
         c1 = min(nx, c0 + per)
         x0, x1 = c0 * st, layout.width if c1 == nx else c1 * st
-        if layout.overlap > 0:  # the left neighbour reaches in by `overlap`; one more tile each side
-            out.append(Strip(x0, x1, range(max(0, c0 - 2), min(nx, c1 + 1))))  # levels the seams (level_row)
+        if layout.overlap >= LEVEL_MIN_OVERLAP:  # tile c0 - 1 reaches in by `overlap`, and level_row
+            out.append(Strip(x0, x1, range(max(0, c0 - 2), min(nx, c1 + 1))))  # moves it by its seam with c0 - 2
+        elif layout.overlap > 0:  # the left neighbour reaches in by `overlap`
+            out.append(Strip(x0, x1, range(max(0, c0 - 1), c1)))
         else:
             out.append(Strip(x0, x1, range(c0, c1)))
     return out
@@ -209,7 +220,7 @@ def blend_bands(
     the tiles of `strip.columns` (default: all) left to right as batches of (n, 3, S, S) in [0, 1];
     yields (h, x1 - x0, 3) uint8 bands, top to bottom, that together make columns x0..x1 of the
     (H, W, 3) image. The tiles' seams are levelled first (:func:`level_seams`; `level=False`, the
-    linear blend alone, is for comparisons: decoding always levels). Holds two rows of
+    linear blend alone, is for comparisons: decoding always levels). Holds a few rows of
     the strip's tiles and 16 * S * (x1 - x0) bytes of floats at once, whatever the number of tile
     rows; pixels are bit-identical to :func:`blend_tiles`."""
     s, st, o = layout.tile, layout.stride, layout.overlap
@@ -219,7 +230,10 @@ def blend_bands(
 
     def joined(batches) -> torch.Tensor:  # one row of the strip's tiles: (n, 3, S, S)
         parts = [b.float().cpu() for b in batches]
-        return torch.cat(parts) if parts else torch.zeros(0, 3, s, s)
+        row = torch.cat(parts) if parts else torch.zeros(0, 3, s, s)
+        if row.shape[0] != len(strip.columns):  # checked before levelling, which pairs tiles up
+            raise ValueError(f"a tile row has {row.shape[0]} tiles, the strip {len(strip.columns)}")
+        return row
 
     joined_rows = (joined(b) for b in rows)
     for r, row in enumerate(level_seams(joined_rows, o) if level else joined_rows):
@@ -239,8 +253,6 @@ def blend_bands(
                 acc[:, :, lo - x_lo : hi - x_lo] += tile[:, :band_h, lo - t0 : hi - t0] * w
                 weight[:, :, lo - x_lo : hi - x_lo] += w
             c += 1
-        if c != strip.columns.stop:
-            raise ValueError(f"tile row {r} has {c - strip.columns.start} tiles, the strip {len(strip.columns)}")
         final = band_h if r == layout.ny - 1 else st  # the rest is shared with the next row
         out = acc[:, :final] / weight[:, :final].clamp_min(1e-8)
         yield (out.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from ..errors import ConfigError
 from ..files import atomic_path
@@ -56,8 +58,6 @@ class SearchTargets:
     def load(cls, path: str | Path, tok, seed: int = 0) -> SearchTargets:
         """Read a targets file made through `tok` (its weights id is checked: targets searched
         through another decoder would teach the encoder that decoder's tokens)."""
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -94,12 +94,22 @@ class SearchTargets:
         return self.images[idx].float() / 255, self.bounded[idx]
 
 
+def _part_fits(part: Path, meta: dict[str, str], images: torch.Tensor) -> bool:
+    """Whether a part left by a killed search is this search's: the same model and effort, and
+    exactly these crops."""
+    if not part.is_file():
+        return False
+    try:
+        with safe_open(str(part), framework="pt") as f:
+            return (f.metadata() or {}) == meta and torch.equal(f.get_tensor("images"), images)
+    except (SafetensorError, OSError, KeyError):
+        return False
+
+
 def make_search_targets(tok, crops, count: int, effort: int, path: str | Path, progress: bool = True) -> Path:
     """Search `count` crops (crops[i]: (3, S, S) in [0, 1], e.g. a RandomCropDataset) through
     `tok` at `effort` for every prefix at once; write them with their token ids to `path`.
     Parts go to <path>.parts/ as they are done, so a killed search resumes where it stopped."""
-    from safetensors.torch import load_file, save_file
-
     from ..codec.search import check_effort, search_tokens
 
     if check_effort(effort) < 1:
@@ -111,16 +121,15 @@ def make_search_targets(tok, crops, count: int, effort: int, path: str | Path, p
     parts.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     done = 0
+    meta = {"weights_id": tok.weights_id().hex(), "effort": str(effort)}
     for first in range(0, count, PART):
         part = parts / f"{first:07d}.safetensors"
         n = min(PART, count - first)
-        if not part.is_file():
-            images = torch.stack(
-                [(crops[i] * 255).round().clamp(0, 255).to(torch.uint8) for i in range(first, first + n)]
-            )
+        images = torch.stack([(crops[i] * 255).round().clamp(0, 255).to(torch.uint8) for i in range(first, first + n)])
+        if not _part_fits(part, meta, images):  # a part left by another search (model, effort, crops) is redone
             ids = search_tokens(tok, images.float() / 255, effort)  # what is stored is what was searched
             with atomic_path(part) as tmp:
-                save_file({"images": images.contiguous(), "indices": ids.int().contiguous()}, str(tmp))
+                save_file({"images": images.contiguous(), "indices": ids.int().contiguous()}, str(tmp), metadata=meta)
             done += n
             if progress:
                 rate = (time.monotonic() - start) / done
@@ -133,7 +142,7 @@ def make_search_targets(tok, crops, count: int, effort: int, path: str | Path, p
                     rate * (count - first - n) / 60,
                 )
     loaded = [load_file(str(parts / f"{first:07d}.safetensors")) for first in range(0, count, PART)]
-    meta = {"weights_id": tok.weights_id().hex(), "effort": str(effort), "count": str(count)}
+    meta = {**meta, "count": str(count)}
     with atomic_path(path) as tmp:
         save_file(
             {

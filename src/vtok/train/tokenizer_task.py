@@ -209,7 +209,8 @@ class TokenizerTask:
             g_loss = self.adversarial.generator_loss(logits_fake, prefix_weight)
             total = total + gan_weight * g_loss
             parts.update(g_loss=float(g_loss.detach()), gan_weight=gan_weight)
-        parts["psnr"] = float(psnr(recon.detach().clamp(0, 1), x).clamp(max=99).mean())
+        # the random crops alone (not distill's searched ones): comparable with a run without them
+        parts["psnr"] = float(psnr(recon[:n_random].detach().clamp(0, 1), x[:n_random]).clamp(max=99).mean())
         parts.update({k: float(v) for k, v in out.stats.items()})
         return total, parts, (out.recon[:n_random].detach(), window)
 
