@@ -313,6 +313,20 @@ def test_encoder_side_search_makes_better_tokens_that_decode_as_any_other(tiny_m
             vtok.codec.encode_image(image, tok, tokens=4, effort=bad)
 
 
+def test_a_searched_file_spends_the_bytes_its_search_saved():
+    """At a byte budget the search's tokens cost fewer bytes than the encoder's (the rate term):
+    the room left buys more tokens, never a file over the budget."""
+    import vtok.codec
+    from vtok.demo import sample_images
+
+    tok = vtok.load("default")
+    image = Image.open(sample_images()[0]).convert("RGB").resize((128, 128))
+    plain = vtok.codec.encode_image(image, tok, max_bytes=100, scale=1.0)
+    searched = vtok.codec.encode_image(image, tok, max_bytes=100, scale=1.0, effort=1)
+    assert len(plain.data) <= 100 and len(searched.data) <= 100
+    assert searched.counts[0] > plain.counts[0] and searched.psnr > plain.psnr + 0.3
+
+
 def test_cli_encode_with_effort_and_scale(tiny_model_dir, tmp_path, capsys):
     from conftest import run_cli
 

@@ -250,8 +250,8 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
     code = CODE_OF[coding]
     ids_np = ids.cpu().numpy()
 
-    def build(c: np.ndarray) -> bytes:
-        return _build_file(tok, code, layout, overlap, c, ids_np, lm, display)
+    def build(c: np.ndarray, ids: np.ndarray | None = None) -> bytes:
+        return _build_file(tok, code, layout, overlap, c, ids_np if ids is None else ids, lm, display)
 
     if options.target == "max_bytes":
         assert options.value is not None
@@ -268,14 +268,10 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
                 lo = mid
             else:
                 hi = mid - 1
+        if options.effort:
+            lo, ids_np = _search_within(tok, tiles, layout, lo, max_bytes, ids_np, build, options.effort, progress)
+            ids = torch.from_numpy(ids_np)  # build() now writes these
         counts = torch.full((layout.count,), lo, dtype=torch.long)
-        if options.effort:  # search at the length that fits, keep it if it still fits
-            searched = _encode_tiles(tok, tiles, progress, options.effort, counts).cpu().numpy()
-            if (
-                len(_build_file(tok, code, layout, overlap, np.full(layout.count, lo), searched, lm, display))
-                <= max_bytes
-            ):
-                ids_np, ids = searched, torch.from_numpy(searched)
     counts_np = counts.cpu().numpy().astype(np.int64)
     enc = Encoded(
         build(counts_np),
@@ -303,6 +299,31 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
 
 
 MEASURE_ROWS = 256  # SSIM-map rows per stripe: the metrics' float intermediates stay a few MB per stripe
+
+
+def _search_within(tok, tiles, layout, k, max_bytes, plain_ids, build_plain, effort, progress):
+    """A byte budget with a search: search at the length k that the encoder's tokens fit, and keep
+    that if it still fits. Searched tokens cost fewer bytes (the rate term), so the budget has room
+    left: one more search at the longest length whose plain file, shrunk by what the first search
+    saved, would fit, kept if its file fits. -> (length, ids (T, K))."""
+
+    def searched_file(length: int) -> tuple[np.ndarray, int]:
+        lengths = torch.full((layout.count,), length, dtype=torch.long)
+        ids = _encode_tiles(tok, tiles, progress, effort, lengths).cpu().numpy()
+        return ids, len(build_plain(np.full(layout.count, length), ids=ids))
+
+    ids, size = searched_file(k)
+    if size > max_bytes:
+        return k, plain_ids
+    saved = size / len(build_plain(np.full(layout.count, k)))
+    longer = k
+    while longer < tok.num_tokens and len(build_plain(np.full(layout.count, longer + 1))) * saved <= max_bytes:
+        longer += 1
+    if longer > k:
+        more, more_size = searched_file(longer)
+        if more_size <= max_bytes:
+            return longer, more
+    return k, ids
 
 
 def _measure(recon: np.ndarray, array: np.ndarray, window: int = 11) -> tuple[float, float]:
