@@ -1,17 +1,18 @@
 """vtok's real .vtok files against what a user would really do: a classical codec on a shrunk copy.
 
     python benchmarks/rate_distortion.py [--folder data/photos/sources_heldout] [--model default]
-        [--efforts 0,1,2,3] [--ks 16,32,64] [--large PHOTO ...] [--budgets 1000,2000,4000]
+        [--efforts 0,1,2,3] [--ks 16,32,64] [--large PHOTO ...] [--budgets 1000,2000,4000] [--lm default]
 
 Part 1, 128x128 photos (each photo of the folder, shorter side to 128, centre crop): for every
-effort level and token count k, the real .vtok file (ANS under the model's prior) and, per image,
+effort level and token count k, the real .vtok file (ANS under the model's prior, or with --lm
+range-coded under that token LM) and, per image,
 the best of each classical codec at no more bytes, over a ladder of sizes (bench.codecs:
 DOWNSCALE_FACTORS, Lanczos down and up; full size is one rung). Mean PSNR and SSIM of each, the
 difference to the best codec per image, and the search's time per tile.
 
 Part 2, large photos (default: the bundled coffee photo, 600x400, and three 800x600 originals of
 kphotoalbum, a held-out source): at each byte budget, vtok's best file (scale="auto", each effort level) against
-the best downscaled WebP and AVIF within the same bytes.
+the best downscaled WebP and AVIF within the same bytes. `--large` with no photo skips part 2.
 
 Writes benchmarks/results/rate_distortion/results.json and prints the tables.
 """
@@ -28,6 +29,7 @@ import torch
 from PIL import Image
 
 import vtok
+import vtok.lm as vlm
 from vtok.bench.codecs import CodecLadder, available_codecs
 from vtok.codec import encode_image
 from vtok.data import find_images
@@ -76,15 +78,15 @@ def small_photos(folder: Path, size: int, limit: int | None) -> list[Image.Image
     return out
 
 
-def part_small(tok, photos, efforts, ks, codecs) -> list[dict]:
+def part_small(tok, photos, efforts, ks, codecs, lm=None) -> list[dict]:
     rows = []
     for k in ks:
         per_image_codec = {}
         for effort in efforts:
             started = time.time()
-            encs = [encode_image(im, tok, tokens=k, effort=effort) for im in photos]
+            encs = [encode_image(im, tok, tokens=k, effort=effort, lm=lm) for im in photos]
             secs = (time.time() - started) / len(photos)
-            row = {"k": k, "effort": effort, "seconds_per_tile": secs}
+            row = {"k": k, "effort": effort, "coding": "lm" if lm is not None else "ans", "seconds_per_tile": secs}
             row["bytes"] = float(np.mean([len(e.data) for e in encs]))
             row["psnr"] = float(np.mean([e.psnr for e in encs]))
             row["ssim"] = float(np.mean([e.ssim for e in encs]))
@@ -122,7 +124,7 @@ def part_small(tok, photos, efforts, ks, codecs) -> list[dict]:
     return rows
 
 
-def part_large(tok, paths, efforts, budgets, codecs) -> list[dict]:
+def part_large(tok, paths, efforts, budgets, codecs, lm=None) -> list[dict]:
     rows = []
     web = [c for c in codecs if c.name in ("webp", "avif")]
     for path in paths:
@@ -132,7 +134,7 @@ def part_large(tok, paths, efforts, budgets, codecs) -> list[dict]:
             for effort in efforts:
                 started = time.time()
                 try:
-                    enc = encode_image(np.asarray(im), tok, max_bytes=budget, effort=effort)
+                    enc = encode_image(np.asarray(im), tok, max_bytes=budget, effort=effort, lm=lm)
                 except vtok.VtokError as e:
                     print(f"{Path(path).name} {budget} B effort {effort}: {e}")
                     continue
@@ -173,6 +175,7 @@ def main() -> None:
     ap.add_argument("--large", nargs="*", default=None)
     ap.add_argument("--budgets", default="1000,2000,4000")
     ap.add_argument("--skip-small", action="store_true")
+    ap.add_argument("--lm", default=None, help="code the files under this token LM (coding 'lm')")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -181,16 +184,17 @@ def main() -> None:
     for name, why in missing.items():
         print(f"note: {name} left out: {why}")
     efforts = [int(e) for e in args.efforts.split(",")]
-    result: dict = {"model": args.model, "folder": str(args.folder), "codecs": [c.name for c in codecs]}
+    lm = None if args.lm is None else vlm.load(args.lm)
+    result: dict = {"model": args.model, "lm": args.lm, "folder": str(args.folder), "codecs": [c.name for c in codecs]}
     if not args.skip_small:
         photos = small_photos(args.folder, tok.image_size, args.limit)
         result["images"] = len(photos)
-        result["small"] = part_small(tok, photos, efforts, [int(k) for k in args.ks.split(",")], codecs)
+        result["small"] = part_small(tok, photos, efforts, [int(k) for k in args.ks.split(",")], codecs, lm)
     large = args.large
     if large is None:  # the bundled 600x400 photo and three 800x600 originals of a held-out source
         demo = Path("data/debs/kphotoalbum/usr/share/kphotoalbum/demo")
         large = [str(sample_images()[2])] + [str(demo / n) for n in KPHOTOALBUM if (demo / n).is_file()]
-    result["large"] = part_large(tok, large, efforts, [int(b) for b in args.budgets.split(",")], codecs)
+    result["large"] = part_large(tok, large, efforts, [int(b) for b in args.budgets.split(",")], codecs, lm)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'results.json'}")
