@@ -67,9 +67,9 @@ def best_codec_within(codecs, image: Image.Image, budget: int) -> dict | None:
     return best
 
 
-def small_photos(folder: Path, size: int, limit: int | None) -> list[Image.Image]:
+def small_photos(folder: Path, size: int, limit: int | None, start: int = 0) -> list[Image.Image]:
     out = []
-    for path in find_images(folder)[:limit]:
+    for path in find_images(folder)[start : None if limit is None else start + limit]:
         im = Image.open(path).convert("RGB")
         scale = size / min(im.size)
         im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))), Image.LANCZOS)
@@ -172,6 +172,7 @@ def main() -> None:
     ap.add_argument("--efforts", default="0,1,2,3")
     ap.add_argument("--ks", default="16,32,64")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--start", type=int, default=0, help="skip the folder's first photos (a second set)")
     ap.add_argument("--large", nargs="*", default=None)
     ap.add_argument("--budgets", default="1000,2000,4000")
     ap.add_argument("--skip-small", action="store_true")
@@ -187,7 +188,7 @@ def main() -> None:
     lm = None if args.lm is None else vlm.load(args.lm)
     result: dict = {"model": args.model, "lm": args.lm, "folder": str(args.folder), "codecs": [c.name for c in codecs]}
     if not args.skip_small:
-        photos = small_photos(args.folder, tok.image_size, args.limit)
+        photos = small_photos(args.folder, tok.image_size, args.limit, args.start)
         result["images"] = len(photos)
         result["small"] = part_small(tok, photos, efforts, [int(k) for k in args.ks.split(",")], codecs, lm)
     large = args.large

@@ -327,6 +327,32 @@ def test_a_searched_file_spends_the_bytes_its_search_saved():
     assert searched.counts[0] > plain.counts[0] and searched.psnr > plain.psnr + 0.3
 
 
+def test_the_search_counts_bits_under_the_coder_the_file_uses():
+    """Files coded under a token LM are searched for the LM's bits: the rate term's exact bits are
+    the LM's own negative log-likelihood of the tokens (digit for digit, the quantizer's digit
+    order), and the searched LM-coded file is smaller and closer to the image than the plain one."""
+    import math
+
+    import vtok.codec
+    import vtok.lm as vlm
+    from vtok.codec.search import _lm_bit_tables, _soft_bits
+    from vtok.demo import sample_images
+
+    tok, lm = vtok.load("default"), vlm.load("default").eval()
+    image = Image.open(sample_images()[1]).convert("RGB").resize((128, 128))
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    q = tok.model.quantizer
+    with torch.no_grad():
+        z = tok.model.encode_latents(x)
+        ids = q.quantize(z).indices
+        bits = _soft_bits(torch.round(q.bound(z)), _lm_bit_tables(tok.model, lm, z), q.half_width, torch.ones(1, 64))
+        assert float(bits) == pytest.approx(float(lm.nll(ids).sum()) / math.log(2), rel=1e-4)
+    plain = vtok.codec.encode_image(image, tok, tokens=64, lm=lm)
+    searched = vtok.codec.encode_image(image, tok, tokens=64, lm=lm, effort=1)
+    assert len(searched.data) < len(plain.data) and searched.psnr > plain.psnr
+    assert np.asarray(vtok.decompress(searched.data, tok, lm=lm)).shape == (128, 128, 3)
+
+
 def test_cli_encode_with_effort_and_scale(tiny_model_dir, tmp_path, capsys):
     from conftest import run_cli
 

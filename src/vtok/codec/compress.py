@@ -228,7 +228,8 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
     # A search keeps every prefix good when the lengths are still to be chosen (no target, a quality
     # target); for a token count or a byte budget it runs once that length is known (below).
     every_prefix = options.target is None or options.is_quality
-    ids = _encode_tiles(tok, tiles, progress, options.effort if every_prefix else 0)  # (T, K)
+    search_lm = lm if coding == "lm" else None  # the search counts the bits of the file's own coder
+    ids = _encode_tiles(tok, tiles, progress, options.effort if every_prefix else 0, lm=search_lm)  # (T, K)
     unmet = 0
     if options.is_quality:
         assert options.target is not None and options.value is not None  # a quality target has a value
@@ -245,7 +246,7 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
             k = int(options.value)
         counts = torch.full((layout.count,), k, dtype=torch.long)
         if options.effort and options.target == "tokens":  # the search aims at the one length kept (K too)
-            ids = _encode_tiles(tok, tiles, progress, options.effort, counts)
+            ids = _encode_tiles(tok, tiles, progress, options.effort, counts, search_lm)
 
     code = CODE_OF[coding]
     ids_np = ids.cpu().numpy()
@@ -269,7 +270,9 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
             else:
                 hi = mid - 1
         if options.effort:
-            lo, ids_np = _search_within(tok, tiles, layout, lo, max_bytes, ids_np, build, options.effort, progress)
+            lo, ids_np = _search_within(
+                tok, tiles, layout, lo, max_bytes, ids_np, build, options.effort, progress, search_lm
+            )
             ids = torch.from_numpy(ids_np)  # build() now writes these
         counts = torch.full((layout.count,), lo, dtype=torch.long)
     counts_np = counts.cpu().numpy().astype(np.int64)
@@ -301,7 +304,7 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
 MEASURE_ROWS = 256  # SSIM-map rows per stripe: the metrics' float intermediates stay a few MB per stripe
 
 
-def _search_within(tok, tiles, layout, k, max_bytes, plain_ids, build_plain, effort, progress):
+def _search_within(tok, tiles, layout, k, max_bytes, plain_ids, build_plain, effort, progress, lm):
     """A byte budget with a search: search at the length k that the encoder's tokens fit, and keep
     that if it still fits. Searched tokens cost fewer bytes (the rate term), so the budget has room
     left: one more search at the longest length whose plain file, shrunk by what the first search
@@ -309,7 +312,7 @@ def _search_within(tok, tiles, layout, k, max_bytes, plain_ids, build_plain, eff
 
     def searched_file(length: int) -> tuple[np.ndarray, int]:
         lengths = torch.full((layout.count,), length, dtype=torch.long)
-        ids = _encode_tiles(tok, tiles, progress, effort, lengths).cpu().numpy()
+        ids = _encode_tiles(tok, tiles, progress, effort, lengths, lm).cpu().numpy()
         return ids, len(build_plain(np.full(layout.count, length), ids=ids))
 
     ids, size = searched_file(k)
@@ -360,10 +363,15 @@ def _to_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def _encode_tiles(
-    tok: Tokenizer, tiles: torch.Tensor, progress: bool, effort: int = 0, lengths: torch.Tensor | None = None
+    tok: Tokenizer,
+    tiles: torch.Tensor,
+    progress: bool,
+    effort: int = 0,
+    lengths: torch.Tensor | None = None,
+    lm=None,
 ) -> torch.Tensor:
     """Tiles (T, 3, S, S) -> ids (T, K): the encoder's (effort 0) or searched (codec.search), at
-    every prefix or at each tile's `lengths`."""
+    every prefix or at each tile's `lengths`, the rate counted under `lm` if the file is LM-coded."""
     batch = 64 if effort == 0 else 16
     chunks = list(range(0, tiles.shape[0], batch))
     batches: Iterable[int] = chunks
@@ -378,7 +386,7 @@ def _encode_tiles(
             out.append(tok.encode(chunk))
         else:
             ln = None if lengths is None else lengths[start : start + batch]
-            out.append(search_tokens(tok, chunk, effort, ln, batch=batch))
+            out.append(search_tokens(tok, chunk, effort, ln, batch=batch, lm=lm))
     return torch.cat(out)
 
 
