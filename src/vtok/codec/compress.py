@@ -307,8 +307,11 @@ MEASURE_ROWS = 256  # SSIM-map rows per stripe: the metrics' float intermediates
 def _search_within(tok, tiles, layout, k, max_bytes, plain_ids, build_plain, effort, progress, lm):
     """A byte budget with a search: search at the length k that the encoder's tokens fit, and keep
     that if it still fits. Searched tokens cost fewer bytes (the rate term), so the budget has room
-    left: one more search at the longest length whose plain file, shrunk by what the first search
-    saved, would fit, kept if its file fits. -> (length, ids (T, K))."""
+    left: up to two more searches, each at the longest length whose plain file, shrunk by what the
+    last search saved, would fit; the longest searched file that fits is kept. -> (length, ids)."""
+
+    def plain_bytes(length: int) -> int:
+        return len(build_plain(np.full(layout.count, length)))
 
     def searched_file(length: int) -> tuple[np.ndarray, int]:
         lengths = torch.full((layout.count,), length, dtype=torch.long)
@@ -318,15 +321,20 @@ def _search_within(tok, tiles, layout, k, max_bytes, plain_ids, build_plain, eff
     ids, size = searched_file(k)
     if size > max_bytes:
         return k, plain_ids
-    saved = size / len(build_plain(np.full(layout.count, k)))
-    longer = k
-    while longer < tok.num_tokens and len(build_plain(np.full(layout.count, longer + 1))) * saved <= max_bytes:
-        longer += 1
-    if longer > k:
-        more, more_size = searched_file(longer)
-        if more_size <= max_bytes:
-            return longer, more
-    return k, ids
+    best, ratio, too_long = (k, ids), size / plain_bytes(k), tok.num_tokens + 1
+    for _ in range(2):
+        longer = best[0]
+        while longer + 1 < too_long and plain_bytes(longer + 1) * ratio <= max_bytes:
+            longer += 1
+        if longer == best[0]:
+            break
+        more, size = searched_file(longer)
+        ratio = size / plain_bytes(longer)  # the saving at that length: a closer estimate
+        if size <= max_bytes:
+            best = (longer, more)
+        else:
+            too_long = longer
+    return best
 
 
 def _measure(recon: np.ndarray, array: np.ndarray, window: int = 11) -> tuple[float, float]:
