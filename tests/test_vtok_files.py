@@ -325,18 +325,25 @@ def test_a_searched_file_spends_the_bytes_its_search_saved():
     searched = vtok.codec.encode_image(image, tok, max_bytes=100, scale=1.0, effort=1)
     assert len(plain.data) <= 100 and len(searched.data) <= 100
     assert searched.counts[0] > plain.counts[0] and searched.psnr > plain.psnr + 0.3
+    decoded, f = vtok.codec.decode_file(searched.data, tok)
+    assert f.counts[0] == searched.counts[0]  # the file holds the tokens that were measured
+    diff = decoded.astype(np.float64) - np.array(image, dtype=np.float64)
+    assert 10 * np.log10(255.0**2 / np.mean(diff**2)) == pytest.approx(searched.psnr, abs=0.01)
 
 
-def test_the_search_counts_bits_under_the_coder_the_file_uses():
+def test_the_search_counts_bits_under_the_coder_the_file_uses(monkeypatch):
     """Files coded under a token LM are searched for the LM's bits: the rate term's exact bits are
-    the LM's own negative log-likelihood of the tokens (digit for digit, the quantizer's digit
-    order), and the searched LM-coded file is smaller and closer to the image than the plain one."""
+    the LM's own negative log-likelihood of the kept tokens (digit for digit, the quantizer's digit
+    order), the search is handed the LM, and the searched LM-coded file is smaller and closer to
+    the image than the plain one, and decodes to what was measured."""
+    import importlib
     import math
 
     import vtok.codec
     import vtok.lm as vlm
     from vtok.codec.search import _lm_bit_tables, _soft_bits
     from vtok.demo import sample_images
+    from vtok.metrics.pixel import psnr
 
     tok, lm = vtok.load("default"), vlm.load("default").eval()
     image = Image.open(sample_images()[1]).convert("RGB").resize((128, 128))
@@ -345,12 +352,23 @@ def test_the_search_counts_bits_under_the_coder_the_file_uses():
     with torch.no_grad():
         z = tok.model.encode_latents(x)
         ids = q.quantize(z).indices
-        bits = _soft_bits(torch.round(q.bound(z)), _lm_bit_tables(tok.model, lm, z), q.half_width, torch.ones(1, 64))
-        assert float(bits) == pytest.approx(float(lm.nll(ids).sum()) / math.log(2), rel=1e-4)
+        tables = _lm_bit_tables(tok.model, lm, z)
+        for k in (64, 16):  # positions past a tile's length cost nothing
+            kept = (torch.arange(64) < k).float()[None]
+            bits = _soft_bits(torch.round(q.bound(z)), tables, q.half_width, kept)
+            assert float(bits) == pytest.approx(float(lm.nll(ids)[:, :k].sum()) / math.log(2), rel=1e-4)
+    handed = []
+    compress = importlib.import_module("vtok.codec.compress")  # the module, not vtok.codec.compress()
+    real_search = compress.search_tokens
+    monkeypatch.setattr(compress, "search_tokens", lambda *a, **kw: handed.append(kw["lm"]) or real_search(*a, **kw))
     plain = vtok.codec.encode_image(image, tok, tokens=64, lm=lm)
     searched = vtok.codec.encode_image(image, tok, tokens=64, lm=lm, effort=1)
+    assert handed and all(h is lm for h in handed)
     assert len(searched.data) < len(plain.data) and searched.psnr > plain.psnr
-    assert np.asarray(vtok.decompress(searched.data, tok, lm=lm)).shape == (128, 128, 3)
+    decoded = torch.from_numpy(np.array(vtok.decompress(searched.data, tok, lm=lm))).permute(2, 0, 1)[None] / 255
+    reference = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None] / 255
+    assert float(psnr(decoded, reference)) == pytest.approx(searched.psnr, abs=0.01)
+    assert not lm.training
 
 
 def test_cli_encode_with_effort_and_scale(tiny_model_dir, tmp_path, capsys):

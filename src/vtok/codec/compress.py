@@ -310,8 +310,12 @@ def _search_within(tok, tiles, layout, k, max_bytes, plain_ids, build_plain, eff
     left: up to two more searches, each at the longest length whose plain file, shrunk by what the
     last search saved, would fit; the longest searched file that fits is kept. -> (length, ids)."""
 
-    def plain_bytes(length: int) -> int:
-        return len(build_plain(np.full(layout.count, length)))
+    sizes: dict[int, int] = {}
+
+    def plain_bytes(length: int) -> int:  # grows with the length; each size built once
+        if length not in sizes:
+            sizes[length] = len(build_plain(np.full(layout.count, length)))
+        return sizes[length]
 
     def searched_file(length: int) -> tuple[np.ndarray, int]:
         lengths = torch.full((layout.count,), length, dtype=torch.long)
@@ -323,9 +327,10 @@ def _search_within(tok, tiles, layout, k, max_bytes, plain_ids, build_plain, eff
         return k, plain_ids
     best, ratio, too_long = (k, ids), size / plain_bytes(k), tok.num_tokens + 1
     for _ in range(2):
-        longer = best[0]
-        while longer + 1 < too_long and plain_bytes(longer + 1) * ratio <= max_bytes:
-            longer += 1
+        longer, above = best[0], too_long  # the longest length whose shrunk plain file fits, bisected
+        while above - longer > 1:
+            mid = (longer + above) // 2
+            longer, above = (mid, above) if plain_bytes(mid) * ratio <= max_bytes else (longer, mid)
         if longer == best[0]:
             break
         more, size = searched_file(longer)

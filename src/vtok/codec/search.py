@@ -81,7 +81,8 @@ def _lm_bit_tables(model, lm, z: torch.Tensor) -> list[torch.Tensor]:
     LM, given the rounded tokens of the latents z (B, K, D) before it (teacher-forced)."""
     with torch.no_grad():
         ids = model.quantizer.quantize(z.detach().float()).indices  # (B, K)
-        return [-lg.float().log_softmax(-1) / math.log(2) for lg in lm(ids.long())]
+        logits = lm(ids.long().to(lm.pos_embed.device))  # the LM may sit on another device
+        return [-lg.float().log_softmax(-1).to(z.device) / math.log(2) for lg in logits]
 
 
 def _soft_bits(bounded: torch.Tensor, tables: list[torch.Tensor], half_width: torch.Tensor, kept: torch.Tensor):
@@ -120,10 +121,10 @@ def _objective(model, z, x, prefixes, lengths, tables, lam, half_width, exact: b
         recon = model.decode_codes(q.codes, keep.to(z.device)).float()
         dist = dist + F.mse_loss(recon, x, reduction="none").mean((1, 2, 3)) / 4  # [-1, 1] -> [0, 1] units
     dist = dist / len(keeps)
+    if lam <= 0 or (tables is None and lm is None):
+        return dist
     if lm is not None:
         tables = _lm_bit_tables(model, lm, z)
-    if tables is None or lam <= 0:
-        return dist
     bounded = model.quantizer.bound(z.float())
     if exact:
         bounded = torch.round(bounded)
@@ -173,7 +174,7 @@ def search_tokens(
         raise ConfigError("the token LM does not predict this tokenizer's tokens (its digits or its length differ)")
     k = model.num_tokens
     prefixes = [2**i for i in range(int(math.log2(k)) + 1) if 2**i < k] + [k]
-    tables = _digit_bit_tables(tok.prior)
+    tables = None if lm is not None else _digit_bit_tables(tok.prior)
     half_width = model.quantizer.half_width
     lam = level.lam if lm is None else level.lam_lm
     out = []
