@@ -13,7 +13,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -304,7 +304,18 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
 MEASURE_ROWS = 256  # SSIM-map rows per stripe: the metrics' float intermediates stay a few MB per stripe
 
 
-def _search_within(tok, tiles, layout, k, max_bytes, plain_ids, build_plain, effort, progress, lm):
+def _search_within(
+    tok: Tokenizer,
+    tiles: torch.Tensor,
+    layout: TileLayout,
+    k: int,
+    max_bytes: int,
+    plain_ids: np.ndarray,
+    build_plain: Callable[..., bytes],
+    effort: int,
+    progress: bool,
+    lm,
+) -> tuple[int, np.ndarray]:
     """A byte budget with a search: search at the length k that the encoder's tokens fit, and keep
     that if it still fits. Searched tokens cost fewer bytes (the rate term), so the budget has room
     left: up to two more searches, each at the longest length whose plain file, shrunk by what the
