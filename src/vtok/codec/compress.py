@@ -228,8 +228,8 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
     # A search keeps every prefix good when the lengths are still to be chosen (no target, a quality
     # target); for a token count or a byte budget it runs once that length is known (below).
     every_prefix = options.target is None or options.is_quality
-    search_lm = lm if coding == "lm" else None  # the search counts the bits of the file's own coder
-    ids = _encode_tiles(tok, tiles, progress, options.effort if every_prefix else 0, lm=search_lm)  # (T, K)
+    # lm is the file's coder when coding is "lm" (else None): the search counts that coder's bits
+    ids = _encode_tiles(tok, tiles, progress, options.effort if every_prefix else 0, lm=lm)  # (T, K)
     unmet = 0
     if options.is_quality:
         assert options.target is not None and options.value is not None  # a quality target has a value
@@ -246,7 +246,7 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
             k = int(options.value)
         counts = torch.full((layout.count,), k, dtype=torch.long)
         if options.effort and options.target == "tokens":  # the search aims at the one length kept (K too)
-            ids = _encode_tiles(tok, tiles, progress, options.effort, counts, search_lm)
+            ids = _encode_tiles(tok, tiles, progress, options.effort, counts, lm)
 
     code = CODE_OF[coding]
     ids_np = ids.cpu().numpy()
@@ -270,9 +270,7 @@ def _encode_array(tok, original, options, coding, overlap, lm, progress, measure
             else:
                 hi = mid - 1
         if options.effort:
-            lo, ids_np = _search_within(
-                tok, tiles, layout, lo, max_bytes, ids_np, build, options.effort, progress, search_lm
-            )
+            lo, ids_np = _search_within(tok, tiles, layout, lo, max_bytes, ids_np, build, options.effort, progress, lm)
             ids = torch.from_numpy(ids_np)  # build() now writes these
         counts = torch.full((layout.count,), lo, dtype=torch.long)
     counts_np = counts.cpu().numpy().astype(np.int64)

@@ -25,7 +25,9 @@ Searched tokens are ordinary tokens: nothing new is needed to decode them.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,10 +106,10 @@ def _soft_bits(bounded: torch.Tensor, tables: list[torch.Tensor], half_width: to
     return total
 
 
-def _objective(model, z, x, prefixes, lengths, tables, lam, half_width, exact: bool = False, lm=None) -> torch.Tensor:
-    """(B,) loss of latents z (B, K, D) for images x (B, 3, S, S) in [-1, 1]; `exact` counts the
-    rounded digits' bits (what the file will spend) instead of the interpolated ones. With `lm`
-    the bits are the token LM's, given z's own rounded tokens (`tables` is then unused)."""
+def _objective(model, z, x, prefixes, lengths, rate, lam, half_width, exact: bool = False) -> torch.Tensor:
+    """(B,) loss of latents z (B, K, D) for images x (B, 3, S, S) in [-1, 1]; `rate(z)` gives the
+    per-digit bit tables (None: distortion alone); `exact` counts the rounded digits' bits (what
+    the file will spend) instead of the interpolated ones."""
     q = model.quantizer.quantize(z.float())
     b, k = z.shape[:2]
     if lengths is None:
@@ -121,17 +123,16 @@ def _objective(model, z, x, prefixes, lengths, tables, lam, half_width, exact: b
         recon = model.decode_codes(q.codes, keep.to(z.device)).float()
         dist = dist + F.mse_loss(recon, x, reduction="none").mean((1, 2, 3)) / 4  # [-1, 1] -> [0, 1] units
     dist = dist / len(keeps)
-    if lam <= 0 or (tables is None and lm is None):
+    tables = rate(z) if lam > 0 else None
+    if tables is None:
         return dist
-    if lm is not None:
-        tables = _lm_bit_tables(model, lm, z)
     bounded = model.quantizer.bound(z.float())
     if exact:
         bounded = torch.round(bounded)
     return dist + lam * _soft_bits(bounded, tables, half_width, rate_keep.to(z.device))
 
 
-def _optimise(model, z, x, opt, level, prefixes, lengths, tables, half_width, lm=None) -> None:
+def _optimise(model, z, x, opt, level, prefixes, lengths, rate, lam, half_width) -> None:
     """Adam on the latents z for `level.steps` steps, the step size cosine from level.lr to 0."""
     k = model.num_tokens
     for step in range(level.steps):
@@ -140,8 +141,7 @@ def _optimise(model, z, x, opt, level, prefixes, lengths, tables, half_width, lm
         # every prefix at once costs a decode each: a step takes the full length and one
         # other prefix in turn (the final comparison in search_tokens weighs them all)
         step_prefixes = [k, prefixes[step % (len(prefixes) - 1)]] if len(prefixes) > 1 else prefixes
-        lam = level.lam if lm is None else level.lam_lm
-        loss = _objective(model, z, x, step_prefixes, lengths, tables, lam, half_width, lm=lm).sum()
+        loss = _objective(model, z, x, step_prefixes, lengths, rate, lam, half_width).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -174,9 +174,13 @@ def search_tokens(
         raise ConfigError("the token LM does not predict this tokenizer's tokens (its digits or its length differ)")
     k = model.num_tokens
     prefixes = [2**i for i in range(int(math.log2(k)) + 1) if 2**i < k] + [k]
-    tables = None if lm is not None else _digit_bit_tables(tok.prior)
+    rate: Callable[[torch.Tensor], list[torch.Tensor] | None]
+    if lm is not None:  # the LM's costs depend on the tokens before: recomputed from the latents each time
+        rate, lam = functools.partial(_lm_bit_tables, model, lm), level.lam_lm
+    else:
+        static = _digit_bit_tables(tok.prior)
+        rate, lam = (lambda z: static), level.lam
     half_width = model.quantizer.half_width
-    lam = level.lam if lm is None else level.lam_lm
     out = []
     was_training = model.training
     grads = [p.requires_grad for p in model.parameters()]
@@ -192,10 +196,10 @@ def search_tokens(
             z = z0.clone().requires_grad_(True)
             opt = torch.optim.Adam([z], lr=level.lr)
             with torch.enable_grad():  # also under a caller's no_grad
-                _optimise(model, z, x, opt, level, prefixes, ln, tables, half_width, lm)
+                _optimise(model, z, x, opt, level, prefixes, ln, rate, lam, half_width)
             with torch.no_grad():  # keep the searched tokens only where they score better
-                searched = _objective(model, z, x, prefixes, ln, tables, lam, half_width, exact=True, lm=lm)
-                plain = _objective(model, z0, x, prefixes, ln, tables, lam, half_width, exact=True, lm=lm)
+                searched = _objective(model, z, x, prefixes, ln, rate, lam, half_width, exact=True)
+                plain = _objective(model, z0, x, prefixes, ln, rate, lam, half_width, exact=True)
                 best = torch.where((searched < plain)[:, None, None], z.detach(), z0)
                 out.append(model.quantizer.quantize(best).indices)
     finally:
