@@ -185,7 +185,10 @@ def main() -> None:
     for name, why in missing.items():
         print(f"note: {name} left out: {why}")
     efforts = [int(e) for e in args.efforts.split(",")]
-    lm = None if args.lm is None else vlm.load(args.lm)
+    try:
+        lm = None if args.lm is None else vlm.load(args.lm)
+    except vtok.VtokError as e:  # a misspelt LM: one line
+        raise SystemExit(f"rate_distortion: {e}") from None
     result: dict = {"model": args.model, "lm": args.lm, "folder": str(args.folder), "codecs": [c.name for c in codecs]}
     if not args.skip_small:
         photos = small_photos(args.folder, tok.image_size, args.limit, args.start)
